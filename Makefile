@@ -1,0 +1,35 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`. Both reuse .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip install -q
+# A bare `torch` pulls a CUDA build of several GB; without a GPU take the CPU wheel (2.13.0 lies on disk).
+HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
+TORCH := $(if $(HAS_GPU),torch,torch==2.13.0)
+DEMO_SCENE ?= demo/scene
+DEMO_RUN ?= runs/demo
+
+.PHONY: demo test venv clean cuda
+
+$(VENV)/.base: setup.py
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) "$(TORCH)"
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.test: $(VENV)/.base setup.py
+	$(PIP) -e ".[test,mesh]"
+	touch $@
+
+venv: $(VENV)/.base
+
+demo: $(VENV)/.base
+	$(VENV)/bin/recon demo-scene $(DEMO_SCENE)
+	$(VENV)/bin/recon info $(DEMO_SCENE)
+	$(VENV)/bin/recon fit $(DEMO_SCENE) -o $(DEMO_RUN) --resume
+
+test: $(VENV)/.test
+	$(PY) -m pytest -q tests
+
+clean:
+	rm -rf $(VENV) demo runs build *.egg-info

@@ -1,0 +1,45 @@
+"""The ``recon`` command: one subcommand per module, each a thin shell over ``recon.engine``.
+
+Errors in the user's input (``ReconError``) print as one line ``recon: error: ...`` with exit code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from recon import __version__
+from recon.engine.errors import ReconError
+
+SUBCOMMANDS = ("fit", "render", "export", "edit", "smpl", "info", "demo_scene")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser, every subcommand included (``recon <cmd> --help``)."""
+    parser = argparse.ArgumentParser(
+        prog="recon",
+        description="Reconstruct 3D scenes from posed photos (3D Gaussians, NeRF, SDF), render, export and edit them.",
+    )
+    parser.add_argument("--version", action="version", version=f"recon {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in SUBCOMMANDS:
+        importlib.import_module(f"recon.apps.{name}").register(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ReconError as exc:
+        print(f"recon: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("recon: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

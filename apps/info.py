@@ -1,0 +1,21 @@
+"""``recon info SCENE``: describe what a scene folder holds."""
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser("info", help="describe a scene folder (format, images, cameras, points, bounds)",
+                              description="Print what recon finds in a scene folder.")
+    p.add_argument("scene", help="scene folder (COLMAP, transforms.json, or a recon demo scene)")
+    p.add_argument("--downscale", type=int, default=1, choices=(1, 2, 4, 8), help="image downscale factor")
+    p.add_argument("--test-every", type=int, default=8, help="hold out every N-th image for testing (0: none)")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from recon.engine.scene import describe_scene, load_scene
+
+    scene = load_scene(args.scene, downscale=args.downscale, test_every=args.test_every)
+    print(describe_scene(scene))
+    return 0

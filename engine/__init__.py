@@ -1,0 +1,1 @@
+"""Scenes and cameras, models, training, editing, import and export."""

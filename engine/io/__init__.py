@@ -1,0 +1,1 @@
+"""Import and export: atomic writes, PLY (3DGS and meshes), images, video."""

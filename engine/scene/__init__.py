@@ -1,0 +1,1 @@
+"""Scenes and cameras: the ``Scene`` type, format loaders, the demo scene."""
