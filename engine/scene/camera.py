@@ -71,3 +71,12 @@ class Camera:
     def with_pose(self, world_to_camera: np.ndarray) -> "Camera":
         """This camera moved to another pose."""
         return replace(self, world_to_camera=np.asarray(world_to_camera, dtype=np.float64))
+
+
+def camera_matrices(cameras: "list[Camera]", device: "str | object" = "cpu") -> tuple:
+    """Stack cameras into float32 tensors: world-to-camera ``viewmats`` [C, 4, 4] and ``Ks`` [C, 3, 3]."""
+    import torch
+
+    viewmats = torch.tensor(np.stack([c.world_to_camera for c in cameras]), dtype=torch.float32, device=device)
+    Ks = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
+    return viewmats, Ks
