@@ -1,0 +1,103 @@
+"""Linear blend skinning for SMPL-family body models, as batched differentiable torch functions.
+
+The pipeline (Loper et al. 2015, "SMPL: A Skinned Multi-Person Linear Model"):
+
+1. shape blend shapes   ``v_shaped = v_template + shapedirs . betas``
+2. joint regression     ``J = J_regressor @ v_shaped``
+3. pose blend shapes    ``v_posed = v_shaped + posedirs . (R(theta)[1:] - I)``
+4. forward kinematics   world transforms of every joint along the kinematic tree
+5. skinning             ``v = sum_k w_k G_k(theta, J) v_posed``
+
+All functions take a leading batch dimension B and work in any float dtype.
+"""
+from __future__ import annotations
+
+import torch
+
+
+def axis_angle_to_matrix(rot_vecs: torch.Tensor) -> torch.Tensor:
+    """Rodrigues' formula: axis-angle vectors [..., 3] to rotation matrices [..., 3, 3].
+
+    Uses the Taylor series of sin(t)/t and (1 - cos t)/t^2 near zero, so values and gradients are
+    exact at the zero rotation (the usual starting pose of a fit).
+    """
+    theta2 = (rot_vecs * rot_vecs).sum(-1, keepdim=True)[..., None]  # [..., 1, 1]
+    small = theta2 < 1e-8
+    theta = torch.sqrt(torch.where(small, torch.ones_like(theta2), theta2))
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / (theta * theta))
+    x, y, z = rot_vecs.unbind(-1)
+    zero = torch.zeros_like(x)
+    k = torch.stack([zero, -z, y, z, zero, -x, -y, x, zero], dim=-1).reshape(*rot_vecs.shape[:-1], 3, 3)
+    eye = torch.eye(3, dtype=rot_vecs.dtype, device=rot_vecs.device)
+    return eye + a * k + b * (k @ k)
+
+
+def blend_shapes(betas: torch.Tensor, shape_disps: torch.Tensor) -> torch.Tensor:
+    """Per-vertex displacements [B, V, 3] from coefficients ``betas`` [B, L] and ``shape_disps`` [V, 3, L]."""
+    return torch.einsum("bl,mkl->bmk", betas, shape_disps)
+
+
+def vertices2joints(j_regressor: torch.Tensor, vertices: torch.Tensor) -> torch.Tensor:
+    """Joint locations [B, J, 3] regressed from ``vertices`` [B, V, 3] with ``j_regressor`` [J, V]."""
+    return torch.einsum("bik,ji->bjk", vertices, j_regressor)
+
+
+def batch_rigid_transform(rot_mats: torch.Tensor, joints: torch.Tensor,
+                          parents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward kinematics along the tree ``parents`` [J] (parents[0] = -1, parents[j] < j).
+
+    ``rot_mats`` [B, J, 3, 3] are local rotations about each rest joint ``joints`` [B, J, 3].
+    Returns the posed joints [B, J, 3] and the skinning transforms [B, J, 4, 4] that map a rest-pose
+    point to its posed position when rigidly attached to each joint.
+    """
+    batch, n_joints = joints.shape[:2]
+    rel_joints = joints.clone()
+    rel_joints[:, 1:] = joints[:, 1:] - joints[:, parents[1:]]
+    local = torch.cat([rot_mats, rel_joints[..., None]], dim=-1)  # [B, J, 3, 4]
+    bottom = torch.zeros(batch, n_joints, 1, 4, dtype=joints.dtype, device=joints.device)
+    bottom[..., 3] = 1.0
+    local = torch.cat([local, bottom], dim=-2)  # [B, J, 4, 4]
+    chain = [local[:, 0]]
+    for j in range(1, n_joints):
+        chain.append(chain[int(parents[j])] @ local[:, j])
+    world = torch.stack(chain, dim=1)  # [B, J, 4, 4]
+    posed_joints = world[:, :, :3, 3]
+    # Remove the rest joint location so the transform applies to rest-pose coordinates.
+    rest_offset = world[:, :, :3, :3] @ joints[..., None]  # [B, J, 3, 1]
+    skinning = world.clone()
+    skinning[:, :, :3, 3] = world[:, :, :3, 3] - rest_offset[..., 0]
+    return posed_joints, skinning
+
+
+def pose_features(rot_mats: torch.Tensor) -> torch.Tensor:
+    """SMPL pose-corrective features [B, 9 * (J - 1)]: (R_j - I) of every non-root joint, flattened."""
+    eye = torch.eye(3, dtype=rot_mats.dtype, device=rot_mats.device)
+    return (rot_mats[:, 1:] - eye).reshape(rot_mats.shape[0], -1)
+
+
+def lbs(betas: torch.Tensor, full_pose: torch.Tensor, v_template: torch.Tensor, shapedirs: torch.Tensor,
+        posedirs: torch.Tensor, j_regressor: torch.Tensor, parents: torch.Tensor,
+        weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posed vertices [B, V, 3] and joints [B, J, 3] of a skinned body model (no global translation).
+
+    Args:
+        betas: [B, L] shape coefficients.
+        full_pose: [B, J * 3] axis-angle rotations, root first.
+        v_template: [V, 3] rest template.
+        shapedirs: [V, 3, L] shape blend shapes.
+        posedirs: [9 * (J - 1), V * 3] pose blend shapes (the smplx layout).
+        j_regressor: [J, V] joint regressor.
+        parents: [J] kinematic tree (parents[0] = -1).
+        weights: [V, J] skinning weights.
+    """
+    batch = betas.shape[0]
+    v_shaped = v_template[None] + blend_shapes(betas, shapedirs)
+    joints = vertices2joints(j_regressor, v_shaped)
+    rot_mats = axis_angle_to_matrix(full_pose.reshape(batch, -1, 3))
+    pose_offsets = (pose_features(rot_mats) @ posedirs).reshape(batch, -1, 3)
+    v_posed = v_shaped + pose_offsets
+    posed_joints, transforms = batch_rigid_transform(rot_mats, joints, parents)
+    per_vertex = torch.einsum("vj,bjmn->bvmn", weights, transforms)  # [B, V, 4, 4]
+    vertices = (per_vertex[..., :3, :3] @ v_posed[..., None])[..., 0] + per_vertex[..., :3, 3]
+    return vertices, posed_joints
