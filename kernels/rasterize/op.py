@@ -1,0 +1,148 @@
+"""The public ``rasterize`` op: validates inputs, picks the backend once, and chains the five stages."""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from recon.kernels.backend import resolve_backend
+from recon.kernels.rasterize import reference
+
+MODES = ("rgb", "rgb+depth")
+
+
+def _check_inputs(
+    means: torch.Tensor,
+    quats: torch.Tensor,
+    scales: torch.Tensor,
+    opacities: torch.Tensor,
+    colors: torch.Tensor,
+    viewmats: torch.Tensor,
+    Ks: torch.Tensor,
+    sh_degree: int | None,
+    mode: str,
+) -> None:
+    """Raise ``ValueError`` naming the first argument whose shape is wrong."""
+    n = means.shape[0]
+    expected = {"means": (means, (n, 3)), "quats": (quats, (n, 4)), "scales": (scales, (n, 3)),
+                "opacities": (opacities, (n,))}
+    for name, (tensor, shape) in expected.items():
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"rasterize: {name} must have shape {list(shape)}, got {list(tensor.shape)}")
+    if viewmats.dim() != 3 or viewmats.shape[1:] != (4, 4):
+        raise ValueError(f"rasterize: viewmats must have shape [C, 4, 4], got {list(viewmats.shape)}")
+    if tuple(Ks.shape) != (viewmats.shape[0], 3, 3):
+        raise ValueError(f"rasterize: Ks must have shape [{viewmats.shape[0]}, 3, 3], got {list(Ks.shape)}")
+    if mode not in MODES:
+        raise ValueError(f"rasterize: mode must be one of {MODES}, got {mode!r}")
+    if sh_degree is None:
+        if colors.dim() not in (2, 3) or colors.shape[-2] != n or not 1 <= colors.shape[-1] <= 32:
+            raise ValueError(f"rasterize: colors must be [N, D] or [C, N, D] with D in 1..32, got {list(colors.shape)}")
+    elif not 0 <= sh_degree <= 3 or colors.dim() != 3 or colors.shape[0] != n or colors.shape[1] < (sh_degree + 1) ** 2:
+        raise ValueError(
+            f"rasterize: sh_degree {sh_degree} needs SH coefficients [N, K>={(sh_degree + 1) ** 2}, 3] with degree"
+            f" 0..3, got {list(colors.shape)}"
+        )
+
+
+def _stages(backend: str) -> Any:
+    """The module holding the stage functions for ``backend`` (same names in each)."""
+    if backend == "torch":
+        return reference
+    from recon.kernels.rasterize import stages_triton
+
+    return stages_triton
+
+
+def rasterize(
+    means: torch.Tensor,  # [N, 3]
+    quats: torch.Tensor,  # [N, 4] wxyz, any norm
+    scales: torch.Tensor,  # [N, 3] linear
+    opacities: torch.Tensor,  # [N] in [0, 1]
+    colors: torch.Tensor,  # [N, D], [C, N, D] or SH [N, K, 3] with sh_degree
+    viewmats: torch.Tensor,  # [C, 4, 4] world-to-camera, OpenCV
+    Ks: torch.Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    *,
+    sh_degree: int | None = None,
+    near: float = 0.01,
+    far: float = 1e10,
+    eps2d: float = 0.3,
+    max_alpha: float = 0.99,
+    tile_size: int = 16,
+    background: torch.Tensor | None = None,  # [D] or [C, D] (colour channels only)
+    mode: str = "rgb",
+    antialiased: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """Render N 3D Gaussians into C cameras, differentiably.
+
+    Returns ``(image [C, H, W, D (+1 with depth)], alpha [C, H, W, 1], meta)``. In ``"rgb+depth"`` mode the
+    last channel is the accumulated depth sum_i w_i z_i (divide by alpha for gsplat's normalised "ED").
+    ``meta`` holds ``means2d`` [C, N, 2] (a non-leaf that keeps its ``.grad`` after backward, for
+    densification), ``conics`` [C, N, 3], ``radii`` [C, N, 2] int32, ``depths`` [C, N], ``opacities`` [C, N]
+    (compensated when ``antialiased``), ``colors`` [C, N, D], ``tiles_per_gauss`` [C, N], ``isect_ids``,
+    ``flatten_ids``, ``tile_offsets`` [C, tiles_y, tiles_x], ``tile_size``, ``width``, ``height`` and ``backend``.
+    """
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree, mode)
+    backend = resolve_backend("rasterize", means.device, backend)
+    stages = _stages(backend)
+    n_cams = viewmats.shape[0]
+
+    proj = stages.project_gaussians(
+        means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, antialiased
+    )
+    means2d = proj["means2d"]
+    if means2d.requires_grad:
+        means2d.retain_grad()
+    if sh_degree is not None:
+        colors = stages.sh_to_color(colors, means, viewmats, sh_degree)
+    elif colors.dim() == 2:
+        colors = colors[None].expand(n_cams, -1, -1)
+    channels = colors
+    if background is not None:
+        background = background.to(colors.dtype).expand(n_cams, colors.shape[-1])
+    if mode == "rgb+depth":
+        channels = torch.cat([colors, proj["depths"][..., None]], dim=-1)
+        if background is not None:
+            background = torch.cat([background, background.new_zeros(n_cams, 1)], dim=-1)
+
+    isect = reference.intersect_tiles(means2d, proj["radii"], proj["depths"], width, height, tile_size)
+    image, alpha = stages.blend_tiles(
+        means2d, proj["conics"], channels.contiguous(), proj["opacities"], isect["flatten_ids"],
+        isect["tile_offsets"], width, height, tile_size, max_alpha, background,
+    )
+    meta = {**proj, **isect, "colors": colors, "tile_size": tile_size, "width": width, "height": height,
+            "backend": backend}
+    return image, alpha, meta
+
+
+def gaussian_pixel_weights(
+    means: torch.Tensor,  # [N, 3]
+    quats: torch.Tensor,  # [N, 4]
+    scales: torch.Tensor,  # [N, 3]
+    opacities: torch.Tensor,  # [N]
+    viewmats: torch.Tensor,  # [C, 4, 4]
+    Ks: torch.Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    pixel_weights: torch.Tensor,  # [C, H, W, K]
+    **options: Any,
+) -> torch.Tensor:
+    """Per Gaussian, the sum over cameras and pixels of its blending weight w_i(p) = alpha_i(p) T_i(p) times
+    ``pixel_weights`` (p) -> [N, K].
+
+    Computed as the gradient, with respect to K-channel unit colours, of sum(render * pixel_weights): the
+    render is linear in the colours with coefficients w_i(p), so this reuses the backward pass of whichever
+    backend runs. ``options`` are ``rasterize``'s keyword options (near, far, eps2d, max_alpha, ...).
+    """
+    n, k = means.shape[0], pixel_weights.shape[-1]
+    unit = torch.ones(n, k, device=means.device, dtype=means.dtype, requires_grad=True)
+    with torch.enable_grad():
+        image, _, _ = rasterize(
+            means.detach(), quats.detach(), scales.detach(), opacities.detach(), unit, viewmats, Ks, width, height,
+            **{**options, "background": None, "mode": "rgb", "sh_degree": None},
+        )
+        (grad,) = torch.autograd.grad((image * pixel_weights).sum(), unit, allow_unused=True)
+    return grad if grad is not None else torch.zeros_like(unit)
