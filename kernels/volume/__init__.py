@@ -1,0 +1,5 @@
+"""Volume rendering over packed ray samples: torch reference and Triton kernels."""
+from recon.kernels.volume.op import composite_rays
+from recon.kernels.volume.reference import ray_offsets
+
+__all__ = ["composite_rays", "ray_offsets"]
