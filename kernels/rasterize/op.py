@@ -49,9 +49,9 @@ def _stages(backend: str) -> Any:
     """The module holding the stage functions for ``backend`` (same names in each)."""
     if backend == "torch":
         return reference
-    from recon.kernels.rasterize import stages_triton
+    from recon.kernels.rasterize import triton as triton_stages  # imported lazily: defines the kernels
 
-    return stages_triton
+    return triton_stages
 
 
 def rasterize(
