@@ -1,0 +1,1 @@
+"""Rendering runs along camera paths: stored cameras, orbit/spiral/interpolate/test paths."""
