@@ -1,0 +1,278 @@
+"""The built-in demo scene: four textured primitives sphere-traced from cameras on a sphere.
+
+Everything about it is known, so later stages can measure against the truth: images (RGBA, alpha is
+the supersampled coverage), Blender-dialect ``transforms_train.json`` / ``transforms_test.json``,
+per-object masks ``masks/<object>/<image>.png``, ``geometry.json`` (the exact SDF parameters, read back
+with ``primitives.load_geometry``) and an analytic mesh per object in ``meshes/<object>.ply``.
+Shading is baked (Lambertian + ambient from a fixed light), so every view agrees on a point's colour.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from recon.engine.errors import ReconError
+from recon.engine.io.atomic import write_json_atomic
+from recon.engine.io.images import write_image
+from recon.engine.scene.camera import Camera, opengl_to_opencv
+from recon.engine.scene.primitives import (Geometry, SceneObject, load_geometry, object_mesh, scene_sdf,
+                                           write_mesh_ply)
+
+CAMERA_DISTANCE = 3.8
+TEST_EVERY = 8
+LIGHT = {"direction": [0.4, 0.3, 0.866], "ambient": 0.3, "diffuse": 0.7}
+HIT_EPSILON = 1e-4
+MAX_STEPS = 96
+VIEWS_PER_BATCH = 8  # views sphere-traced together (about 1.2M rays at 128 px, 3x3 samples)
+# Object layout: centres near the corners of a tetrahedron, so no two objects touch for any seed.
+_CORNER = 0.42
+_JITTER = 0.03
+
+
+def _random_rotation(rng: np.random.Generator) -> np.ndarray:
+    """A uniformly random rotation [3, 3] (from a random unit quaternion)."""
+    w, x, y, z = (q := rng.normal(size=4)) / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - w * z), 2 * (x * z + w * y)],
+                     [2 * (x * y + w * z), 1 - 2 * (x * x + z * z), 2 * (y * z - w * x)],
+                     [2 * (x * z - w * y), 2 * (y * z + w * x), 1 - 2 * (x * x + y * y)]])
+
+
+def demo_geometry(seed: int = 0) -> Geometry:
+    """The four demo objects; ``seed`` jitters their positions and picks their orientations."""
+    rng = np.random.default_rng(seed)
+    a = _CORNER
+    specs = [
+        ("sphere", "sphere", {"radius": 0.42}, (a, a, a),
+         {"type": "stripes", "colors": [[0.90, 0.35, 0.20], [0.95, 0.85, 0.40]], "axis": [0.0, 0.0, 1.0],
+          "period": 0.3}),
+        ("box", "rounded_box", {"half_extents": [0.32, 0.32, 0.32], "radius": 0.08}, (a, -a, -a),
+         {"type": "checker", "colors": [[0.20, 0.45, 0.85], [0.85, 0.90, 0.95]], "cell": 0.2, "sharpness": 3.0}),
+        ("torus", "torus", {"major_radius": 0.38, "minor_radius": 0.13}, (-a, a, -a),
+         {"type": "rings", "colors": [[0.25, 0.70, 0.30], [0.90, 0.90, 0.55]], "count": 6}),
+        ("capsule", "capsule", {"half_length": 0.3, "radius": 0.16}, (-a, -a, a),
+         {"type": "gradient", "colors": [[0.55, 0.25, 0.75], [0.95, 0.60, 0.75]], "axis": [0.0, 1.0, 0.0],
+          "range": [-0.46, 0.46]}),
+    ]
+    objects = tuple(SceneObject(name=name, kind=kind, params=params,
+                                center=np.asarray(corner) + rng.uniform(-_JITTER, _JITTER, 3),
+                                rotation=_random_rotation(rng), texture=texture)
+                    for name, kind, params, corner, texture in specs)
+    for i, first in enumerate(objects):
+        for second in objects[i + 1:]:
+            gap = np.linalg.norm(first.center - second.center) - first.bounding_radius - second.bounding_radius
+            assert gap > 0.05, f"{first.name} and {second.name} may touch"
+    return Geometry(objects=objects, light=dict(LIGHT))
+
+
+def look_at_origin(position: np.ndarray) -> np.ndarray:
+    """OpenGL camera-to-world [4, 4] at ``position`` [3] looking at the origin with world +z up."""
+    back = position / np.linalg.norm(position)
+    right = np.cross([0.0, 0.0, 1.0], back)
+    right /= np.linalg.norm(right)
+    c2w = np.eye(4)
+    c2w[:3, 0], c2w[:3, 1], c2w[:3, 2], c2w[:3, 3] = right, np.cross(back, right), back, position
+    return c2w
+
+
+def fibonacci_poses(views: int, distance: float, azimuth: float = 0.0) -> np.ndarray:
+    """OpenGL camera-to-world matrices [views, 4, 4] spread evenly over a sphere around the origin."""
+    z = 1.0 - (2.0 * np.arange(views) + 1.0) / views
+    phi = azimuth + np.arange(views) * math.pi * (3.0 - math.sqrt(5.0))
+    ring = np.sqrt(1.0 - z * z)
+    positions = distance * np.stack([ring * np.cos(phi), ring * np.sin(phi), z], axis=1)
+    return np.stack([look_at_origin(p) for p in positions])
+
+
+def camera_angle_x(geometry: Geometry, distance: float) -> float:
+    """Horizontal field of view (radians) that just holds the scene's bounding sphere, with a 2% margin."""
+    radius = max(float(np.linalg.norm(o.center)) + o.bounding_radius for o in geometry.objects)
+    return 2.0 * math.atan(1.02 * radius / math.sqrt(distance ** 2 - radius ** 2))
+
+
+def blender_camera(c2w_opengl: np.ndarray, angle_x: float, resolution: int) -> Camera:
+    """The Camera a Blender-dialect loader builds: square pixels, principal point at the image centre."""
+    focal = 0.5 * resolution / math.tan(0.5 * angle_x)
+    return Camera(width=resolution, height=resolution, fx=focal, fy=focal, cx=0.5 * resolution,
+                  cy=0.5 * resolution, world_to_camera=opengl_to_opencv(c2w_opengl))
+
+
+def camera_rays(camera: Camera, supersample: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """Float32 ray origins and unit directions [H*s, W*s, 3] through ``supersample``^2 points per pixel.
+
+    Sub-pixel (row-major) ``[y*s + j, x*s + i]`` passes through image point (x + (i + 0.5)/s, y + (j + 0.5)/s).
+    """
+    s = supersample
+    u = (torch.arange(camera.width * s, dtype=torch.float64) + 0.5) / s
+    v = (torch.arange(camera.height * s, dtype=torch.float64) + 0.5) / s
+    y, x = torch.meshgrid(v, u, indexing="ij")
+    local = torch.stack([(x - camera.cx) / camera.fx, (y - camera.cy) / camera.fy, torch.ones_like(x)], dim=-1)
+    c2w = torch.from_numpy(camera.camera_to_world)
+    directions = local @ c2w[:3, :3].T
+    directions = directions / torch.linalg.norm(directions, dim=-1, keepdim=True)
+    origins = c2w[:3, 3].expand_as(directions)
+    return origins.float(), directions.float()
+
+
+def sphere_trace(geometry: Geometry, origins: torch.Tensor, directions: torch.Tensor, *,
+                 max_steps: int = MAX_STEPS, epsilon: float = HIT_EPSILON) -> tuple[torch.Tensor, torch.Tensor]:
+    """March rays (origins, unit directions [N, 3]) through the scene SDF.
+
+    Returns the hit distance along each ray [N] and the object index hit [N] (-1 for a miss). Rays start
+    where they enter the scene's bounding sphere and stop once the SDF is below ``epsilon``.
+    """
+    radius = max(float(np.linalg.norm(o.center)) + o.bounding_radius for o in geometry.objects) + 1e-3
+    b = (origins * directions).sum(-1)
+    disc = b * b - ((origins * origins).sum(-1) - radius * radius)
+    root = disc.clamp(min=0.0).sqrt()
+    t, t_far = (-b - root).clamp(min=0.0), -b + root
+    index = torch.full(t.shape, -1, dtype=torch.long)
+    active = torch.nonzero(disc > 0).squeeze(1)
+    for _ in range(max_steps):
+        if active.numel() == 0:
+            break
+        distance, nearest = scene_sdf(origins[active] + t[active, None] * directions[active], geometry.objects)
+        hit = distance < epsilon
+        index[active[hit]] = nearest[hit]
+        t[active] += torch.where(hit, torch.zeros_like(distance), distance)
+        active = active[~hit & (t[active] < t_far[active])]
+    return t, index
+
+
+def shade(obj: SceneObject, points: torch.Tensor, light: dict) -> torch.Tensor:
+    """Baked colour [N, 3] of world points [N, 3] on ``obj``: texture times (ambient + diffuse * n.l)."""
+    points = points.detach().requires_grad_(True)
+    with torch.enable_grad():
+        (normals,) = torch.autograd.grad(obj.sdf(points).sum(), points)
+    normals = torch.nn.functional.normalize(normals, dim=1)
+    to_light = torch.nn.functional.normalize(torch.tensor(light["direction"], dtype=points.dtype), dim=0)
+    lambert = light["ambient"] + light["diffuse"] * (normals @ to_light).clamp(min=0.0)
+    return texture_albedo(obj.texture, obj.to_local(points.detach())) * lambert[:, None]
+
+
+def texture_albedo(texture: dict, local: torch.Tensor) -> torch.Tensor:
+    """Albedo [N, 3] of a smooth object-space texture at object coordinates [N, 3]."""
+    kind = texture["type"]
+    if kind == "stripes":
+        axis = torch.tensor(texture["axis"], dtype=local.dtype)
+        mix = 0.5 + 0.5 * torch.sin(2.0 * math.pi * (local @ axis) / texture["period"])
+    elif kind == "checker":
+        wave = torch.sin(math.pi * local / texture["cell"]).prod(dim=1)
+        mix = 0.5 + 0.5 * torch.tanh(texture["sharpness"] * wave)
+    elif kind == "rings":
+        mix = 0.5 + 0.5 * torch.sin(texture["count"] * torch.atan2(local[:, 2], local[:, 0]))
+    elif kind == "gradient":
+        low, high = texture["range"]
+        axis = torch.tensor(texture["axis"], dtype=local.dtype)
+        mix = ((local @ axis - low) / (high - low)).clamp(0.0, 1.0)
+    else:
+        raise ValueError(f"unknown texture type {kind!r}")
+    first, second = torch.tensor(texture["colors"], dtype=local.dtype)
+    return first + mix[:, None] * (second - first)
+
+
+def render_views(geometry: Geometry, cameras: list[Camera], supersample: int = 3
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Render views of one size together: straight-alpha RGBA float32 [V, H, W, 4] and per-object
+    coverage float32 [V, K, H, W] (the fraction of each pixel's sub-samples that see object k)."""
+    s, h, w, k = supersample, cameras[0].height, cameras[0].width, len(geometry.objects)
+    rays = [camera_rays(c, s) for c in cameras]
+    origins = torch.cat([o.reshape(-1, 3) for o, _ in rays])
+    directions = torch.cat([d.reshape(-1, 3) for _, d in rays])
+    t, index = sphere_trace(geometry, origins, directions)
+    color = torch.zeros_like(origins)
+    for i, obj in enumerate(geometry.objects):
+        hits = torch.nonzero(index == i).squeeze(1)
+        if hits.numel():
+            color[hits] = shade(obj, origins[hits] + t[hits, None] * directions[hits], geometry.light)
+    onehot = torch.nn.functional.one_hot(index + 1, k + 1)[:, 1:].float()  # [N, K]; misses are all zero
+    coverage = onehot.reshape(-1, h, s, w, s, k).mean(dim=(2, 4))  # [V, H, W, K]
+    alpha = coverage.sum(-1, keepdim=True)
+    color_sum = (color * (index >= 0)[:, None]).reshape(-1, h, s, w, s, 3).sum(dim=(2, 4))
+    rgb = color_sum / (alpha * s * s).clamp(min=1.0)
+    rgba = torch.cat([rgb.clamp(0.0, 1.0), alpha], dim=-1)
+    return rgba.numpy(), coverage.permute(0, 3, 1, 2).contiguous().numpy()
+
+
+def object_masks(coverage: np.ndarray) -> np.ndarray:
+    """Binary masks [K, H, W]: pixels at least half covered, given to the object covering most of them."""
+    covered = coverage.sum(0) >= 0.5
+    owner = coverage.argmax(0)
+    return np.stack([covered & (owner == k) for k in range(len(coverage))])
+
+
+def _check_output_folder(out: Path) -> None:
+    """Refuse a file, or a non-empty folder that is not an earlier demo scene (which may be replaced)."""
+    if out.exists() and not out.is_dir():
+        raise ReconError(f"{out}: exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            load_geometry(out / "geometry.json")
+        except ReconError:
+            raise ReconError(f"{out}: folder is not empty and holds no earlier demo scene; "
+                             "choose an empty or new folder") from None
+
+
+def write_demo_scene(out: str | os.PathLike, *, seed: int = 0, views: int = 64, resolution: int = 128,
+                     supersample: int = 3) -> Path:
+    """Write the demo scene into ``out`` (built beside it, then renamed into place) and return its path.
+
+    An existing ``out`` must be empty or an earlier demo scene, which is replaced as a whole.
+    """
+    out = Path(out)
+    if seed < 0 or views < 2 or resolution < 8 or supersample < 1:
+        raise ReconError(f"{out}: need seed >= 0, at least 2 views, a resolution of at least 8 pixels "
+                         "and supersample >= 1")
+    _check_output_folder(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_scene_files(build, seed=seed, views=views, resolution=resolution, supersample=supersample)
+        _replace_folder(build, out)
+    except BaseException:
+        shutil.rmtree(build, ignore_errors=True)
+        raise
+    return out
+
+
+def _replace_folder(build: Path, out: Path) -> None:
+    """Move the finished ``build`` folder onto ``out``, removing an earlier ``out`` only after the swap."""
+    if not out.exists():
+        os.replace(build, out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, old / "scene")
+    os.replace(build, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_scene_files(root: Path, *, seed: int, views: int, resolution: int, supersample: int) -> None:
+    geometry = demo_geometry(seed)
+    angle_x = camera_angle_x(geometry, CAMERA_DISTANCE)
+    azimuth = float(np.random.default_rng([seed, 1]).uniform(0.0, 2.0 * math.pi))
+    poses = fibonacci_poses(views, CAMERA_DISTANCE, azimuth)
+    cameras = [blender_camera(c2w, angle_x, resolution) for c2w in poses]
+    names = [f"{i:04d}" for i in range(views)]
+    for start in range(0, views, VIEWS_PER_BATCH):
+        batch = slice(start, start + VIEWS_PER_BATCH)
+        rgbas, coverages = render_views(geometry, cameras[batch], supersample)
+        for name, rgba, coverage in zip(names[batch], rgbas, coverages):
+            write_image(root / "images" / f"{name}.png", rgba)
+            for obj, mask in zip(geometry.objects, object_masks(coverage)):
+                write_image(root / "masks" / obj.name / f"{name}.png", mask.astype(np.float32))
+    splits: dict[str, list] = {"train": [], "test": []}
+    for i, (name, c2w) in enumerate(zip(names, poses)):
+        split = "test" if i % TEST_EVERY == 0 else "train"
+        splits[split].append({"file_path": f"./images/{name}", "transform_matrix": c2w.tolist()})
+    for split, frames in splits.items():
+        write_json_atomic(root / f"transforms_{split}.json", {"camera_angle_x": angle_x, "frames": frames})
+    for obj in geometry.objects:
+        write_mesh_ply(root / "meshes" / f"{obj.name}.ply", *object_mesh(obj))
+    write_json_atomic(root / "geometry.json", geometry.to_dict(
+        seed=seed, views=views, resolution=resolution, supersample=supersample, camera_distance=CAMERA_DISTANCE))
+
