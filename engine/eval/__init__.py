@@ -1,0 +1,1 @@
+"""Evaluation of reconstructions against references (mesh metrics)."""
