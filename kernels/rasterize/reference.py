@@ -302,8 +302,9 @@ def blend_tiles(
 
     color_chunks = [flat_colors.new_zeros(0, pixels, depth)]
     trans_chunks = [flat_colors.new_zeros(0, pixels)]
-    if flatten_ids.numel() == 0:  # nothing visible: every pixel keeps T = 1
-        color_chunks.append(flat_colors.new_zeros(n_tiles, pixels, depth))
+    if flatten_ids.numel() == 0:  # nothing visible: every pixel keeps T = 1 (zero-gradient link to the inputs)
+        link = 0.0 * (flat_means.sum() + flat_conics.sum() + flat_colors.sum() + flat_opac.sum())
+        color_chunks.append(flat_colors.new_zeros(n_tiles, pixels, depth) + link)
         trans_chunks.append(flat_colors.new_ones(n_tiles, pixels))
     begin = 0 if flatten_ids.numel() else n_tiles
     while begin < n_tiles:
