@@ -6,7 +6,8 @@ import math
 import pytest
 import torch
 
-from recon.engine.edit.ops import SH_C0, delete, extract, hue_rotation, recolor, transform
+from recon.engine.edit.ops import delete, extract, hue_rotation, recolor, transform
+from recon.engine.models.gaussians import SH_C0
 from recon.engine.errors import ReconError
 from recon.kernels.rasterize.reference import quat_to_rotmat
 

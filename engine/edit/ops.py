@@ -11,9 +11,7 @@ import math
 import torch
 
 from recon.engine.errors import ReconError
-from recon.kernels.rasterize.reference import quat_to_rotmat
-
-SH_C0 = 0.28209479177387814  # degree-0 SH constant: rgb = SH_C0 * sh0 + 0.5
+from recon.engine.models.gaussians import quat_to_rotmat, rgb_to_sh0
 
 Splats = dict[str, torch.Tensor]
 
@@ -57,7 +55,7 @@ def recolor(params: Splats, selected: torch.Tensor, *, color: tuple[float, float
     out = {name: value.detach().clone() for name, value in params.items()}
     if color is not None:
         rgb = torch.tensor(color, dtype=out["sh0"].dtype, device=out["sh0"].device)
-        out["sh0"][selected] = ((rgb - 0.5) / SH_C0).expand_as(out["sh0"][selected])
+        out["sh0"][selected] = rgb_to_sh0(rgb).expand_as(out["sh0"][selected])
         out["shN"][selected] = 0.0
     else:
         rot = hue_rotation(hue).to(out["sh0"])
