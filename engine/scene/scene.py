@@ -67,6 +67,29 @@ def split_indices(count: int, test_every: int) -> tuple[list[int], list[int]]:
     return train, test
 
 
+def focus_point(centers: np.ndarray, forward: np.ndarray) -> np.ndarray:
+    """The point nearest to every camera's optical axis (least squares), for captures that look inward.
+
+    Args:
+        centers: camera centres [F, 3]; forward: unit viewing directions [F, 3].
+    Falls back to the mean centre when the axes are nearly parallel (forward-facing captures) or the point
+    lies behind the cameras or far outside them.
+    """
+    mean = centers.mean(0)
+    if len(centers) < 2:
+        return mean
+    d = forward / np.linalg.norm(forward, axis=1, keepdims=True)
+    projectors = np.eye(3)[None] - d[:, :, None] * d[:, None, :]  # [F, 3, 3]: remove the axis component
+    A, b = projectors.sum(0), np.einsum("fij,fj->i", projectors, centers)
+    eigen = np.linalg.eigvalsh(A)
+    if eigen[0] < 1e-2 * eigen[-1]:
+        return mean
+    point = np.linalg.solve(A, b)
+    radius = np.linalg.norm(centers - mean, axis=1).max()
+    in_front = np.mean(np.einsum("fi,fi->f", point - centers, d) > 0) > 0.5
+    return point if in_front and np.linalg.norm(point - mean) <= radius else mean
+
+
 @dataclass
 class Scene:
     """Frames with cameras, optional sparse points, a split and a normalisation.
@@ -122,7 +145,10 @@ class Scene:
         return 1.1 * radius if radius > 0 else 1.0
 
     def normalized(self) -> "Scene":
-        """This scene moved and scaled so that camera centres fit in the unit sphere at the origin.
+        """This scene moved and scaled so that camera centres fit in the unit sphere around the origin.
+
+        The origin goes to the point the cameras look at (``focus_point``) for inward-looking captures,
+        else to the mean camera centre.
 
         Loaders return scenes in original coordinates; calling this on a normalised scene returns it.
         """
@@ -131,7 +157,7 @@ class Scene:
         if self.normalization.scale != 1.0 or np.any(self.normalization.center != 0):
             return self
         centers = self.camera_centers
-        center = centers.mean(0)
+        center = focus_point(centers, np.stack([f.camera.camera_to_world[:3, 2] for f in self.frames]))
         radius = float(np.linalg.norm(centers - center, axis=1).max())
         norm = Normalization(center=center, scale=1.0 / radius if radius > 0 else 1.0)
         frames = [replace(f, camera=f.camera.with_pose(norm.world_to_camera(f.camera.world_to_camera)))
