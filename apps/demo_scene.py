@@ -12,12 +12,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="random seed (the scene is deterministic for a seed)")
     p.add_argument("--views", type=int, default=64, help="number of cameras on the sphere")
     p.add_argument("--resolution", type=int, default=128, help="image width and height in pixels")
+    p.add_argument("--supersample", type=int, default=3,
+                   help="rays per pixel along each axis (anti-aliasing; alpha is the covered fraction)")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from recon.engine.scene.demo import write_demo_scene
 
-    path = write_demo_scene(args.out, seed=args.seed, views=args.views, resolution=args.resolution)
+    path = write_demo_scene(args.out, seed=args.seed, views=args.views, resolution=args.resolution,
+                            supersample=args.supersample)
     print(f"demo scene written to {path}")
     return 0
