@@ -216,6 +216,17 @@ def test_refuses_a_foreign_folder_and_replaces_an_earlier_scene(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "foreign", "scene"]  # no temporary left
 
 
+def test_writes_into_an_empty_current_folder_but_does_not_replace_it(tmp_path, monkeypatch):
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    write_demo_scene(".", views=2, resolution=8)
+    assert (here / "geometry.json").is_file() and Path.cwd().samefile(here)
+    with pytest.raises(ReconError, match="holds the current folder"):
+        write_demo_scene(".", views=2, resolution=8)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["here"]
+
+
 def test_load_geometry_names_the_file_on_bad_input(tmp_path):
     missing = tmp_path / "missing.json"
     with pytest.raises(ReconError, match="missing.json"):

@@ -246,6 +246,9 @@ def _check_output_folder(out: Path) -> None:
         except ReconError:
             raise ReconError(f"{out}: folder is not empty and holds no earlier demo scene; "
                              "choose an empty or new folder") from None
+        if Path.cwd().resolve().is_relative_to(out.resolve()):
+            raise ReconError(f"{out}: replacing an earlier demo scene that holds the current folder; "
+                             "run from outside it")
 
 
 def write_demo_scene(out: str | os.PathLike, *, seed: int = 0, views: int = 64, resolution: int = 128,
@@ -259,12 +262,13 @@ def write_demo_scene(out: str | os.PathLike, *, seed: int = 0, views: int = 64, 
         raise ReconError(f"{out}: need seed >= 0, at least 2 views, a resolution of at least 8 pixels "
                          "and supersample >= 1")
     _check_output_folder(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    build = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    target = out.resolve()  # a name to build beside, also for "." or "scene/.."
+    target.parent.mkdir(parents=True, exist_ok=True)
+    build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         with _one_torch_thread():
             _write_scene_files(build, seed=seed, views=views, resolution=resolution, supersample=supersample)
-        _replace_folder(build, out)
+        _replace_folder(build, target)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
@@ -272,9 +276,15 @@ def write_demo_scene(out: str | os.PathLike, *, seed: int = 0, views: int = 64, 
 
 
 def _replace_folder(build: Path, out: Path) -> None:
-    """Move the finished ``build`` folder onto ``out``, removing an earlier ``out`` only after the swap."""
+    """Move the finished ``build`` folder onto ``out``: an empty ``out`` (perhaps the current folder) keeps
+    its inode and receives the entries; an earlier scene is swapped out whole, then removed."""
     if not out.exists():
         os.replace(build, out)
+        return
+    if not any(out.iterdir()):
+        for entry in sorted(build.iterdir()):
+            os.replace(entry, out / entry.name)
+        build.rmdir()
         return
     old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
     os.replace(out, old / "scene")
@@ -283,6 +293,7 @@ def _replace_folder(build: Path, out: Path) -> None:
 
 
 def _write_scene_files(root: Path, *, seed: int, views: int, resolution: int, supersample: int) -> None:
+    """Every file of the scene into the (new, empty) folder ``root``."""
     geometry = demo_geometry(seed)
     angle_x = camera_angle_x(geometry, CAMERA_DISTANCE)
     azimuth = float(np.random.default_rng([seed, 1]).uniform(0.0, 2.0 * math.pi))
