@@ -1,1 +1,55 @@
-"""Rendering runs along camera paths: stored cameras, orbit/spiral/interpolate/test paths."""
+"""Rendering runs along camera paths: stored cameras, orbit/spiral/interpolate/test paths, frame streams."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import torch
+
+from recon.engine.scene.camera import Camera
+
+
+def run_cameras(run_dir: Path, model: Any, state: dict[str, Any]) -> tuple[list[Camera], list[Camera]]:
+    """The (train, test) cameras of a run, in the model's normalised coordinates.
+
+    Taken from the model (``model.cameras``) or the checkpoint (``state["cameras"]``, lists of
+    ``camera_to_dict``), else from the scene named in the run's config.
+    """
+    from recon.engine.render.cameras import camera_from_dict
+
+    stored = getattr(model, "cameras", None)
+    if not stored and state.get("cameras"):
+        stored = {split: [camera_from_dict(d) for d in cams] for split, cams in state["cameras"].items()}
+    if stored and (stored.get("train") or stored.get("test")):
+        return list(stored.get("train", [])), list(stored.get("test", []))
+    from recon.engine.scene import load_scene
+    from recon.engine.train.rundir import read_config
+
+    config = read_config(run_dir)
+    scene = load_scene(config["source"], downscale=int(config.get("downscale", 1)),
+                       test_every=int(config.get("test_every", 8)))
+    return [f.camera for f in scene.train_frames], [f.camera for f in scene.test_frames]
+
+
+def render_frames(model: Any, cameras: list[Camera], channel: str = "rgb") -> Iterator[np.ndarray]:
+    """Render each camera; yields float [H, W, 3] colour or [H, W, 1] depth images in [0, 1].
+
+    Depth maps show near as bright, over the range of the first frame's covered pixels (2nd to 98th
+    percentile, widened by 10%), so brightness means the same in every frame.
+    """
+    depth_range = None
+    for camera in cameras:
+        with torch.no_grad():
+            out = model.render(camera)
+        if channel == "rgb":
+            yield out["rgb"].detach().cpu().numpy()
+            continue
+        depth, alpha = out["depth"].detach().cpu().numpy(), out["alpha"].detach().cpu().numpy()
+        if depth_range is None:
+            covered = depth[alpha > 0.5]
+            near, far = np.percentile(covered, [2, 98]) if covered.size else (0.0, 1.0)
+            pad = 0.1 * max(far - near, 1e-6)
+            depth_range = (near - pad, far + pad)
+        near, far = depth_range
+        yield np.clip((far - depth) / (far - near), 0.0, 1.0) * alpha

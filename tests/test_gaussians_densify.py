@@ -1,0 +1,159 @@
+"""Optimiser bookkeeping under density control: shapes follow the Gaussians and survivors keep their moments."""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from recon.engine.models.gaussians import GaussianModel
+from recon.engine.train.densify import DefaultStrategy, MCMCStrategy, Schedule
+from recon.engine.train.optim import append_rows, exponential_lr, keep_rows, make_adam, reset_rows
+
+LRS = {"means": 1e-3, "quats": 1e-3, "scales": 1e-3, "opacities": 1e-2, "sh0": 1e-3, "shN": 1e-4}
+
+
+def _model(n: int, generator: torch.Generator) -> GaussianModel:
+    points = torch.randn(n, 3, generator=generator)
+    return GaussianModel.from_points(points, torch.rand(n, 3, generator=generator), sh_degree=1)
+
+
+def _step(model: GaussianModel, optimizer: torch.optim.Optimizer, generator: torch.Generator) -> None:
+    """One Adam step on a random quadratic so every moment is non-zero."""
+    loss = sum((p * torch.randn(p.shape, generator=generator)).square().sum() for p in model.params.values())
+    loss.backward()
+    optimizer.step()
+    optimizer.zero_grad()
+
+
+def _moments(optimizer, params):
+    return {name: {k: optimizer.state[p][k].clone() for k in ("exp_avg", "exp_avg_sq")}
+            for name, p in params.items()}
+
+
+def _check_consistent(optimizer, params):
+    for group in optimizer.param_groups:
+        p = group["params"][0]
+        assert params[group["name"]] is p
+        state = optimizer.state[p]
+        assert state["exp_avg"].shape == p.shape and state["exp_avg_sq"].shape == p.shape
+    assert len({p.shape[0] for p in params.values()}) == 1
+
+
+def test_keep_append_reset_rows(seed):
+    g = torch.Generator().manual_seed(seed)
+    model = _model(50, g)
+    opt = make_adam(model.params, LRS)
+    _step(model, opt, g)
+    before = _moments(opt, model.params)
+    values = {k: v.detach().clone() for k, v in model.params.items()}
+    keep = torch.rand(50, generator=g) > 0.4
+    keep_rows(opt, model.params, keep)
+    _check_consistent(opt, model.params)
+    after = _moments(opt, model.params)
+    for name in model.params:
+        torch.testing.assert_close(model.params[name].detach(), values[name][keep], rtol=0, atol=0)
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(after[name][k], before[name][k][keep], rtol=0, atol=0)
+    m = int(keep.sum())
+    rows = {k: torch.randn(7, *v.shape[1:], generator=g) for k, v in model.params.items()}
+    append_rows(opt, model.params, rows)
+    _check_consistent(opt, model.params)
+    for name in model.params:
+        assert model.params[name].shape[0] == m + 7
+        torch.testing.assert_close(opt.state[model.params[name]]["exp_avg"][:m], after[name]["exp_avg"])
+        assert not opt.state[model.params[name]]["exp_avg"][m:].any()
+    _step(model, opt, g)  # the optimiser still runs on the swapped tensors
+    before = _moments(opt, model.params)
+    reset_rows(opt, model.params, "opacities", torch.zeros(m + 7))
+    assert not model.params["opacities"].any() and not opt.state[model.params["opacities"]]["exp_avg"].any()
+    torch.testing.assert_close(opt.state[model.params["means"]]["exp_avg"], before["means"]["exp_avg"])
+
+
+def _fake_info(n: int, grads: torch.Tensor, visible: torch.Tensor) -> dict:
+    means2d = torch.zeros(1, n, 2, requires_grad=True)
+    means2d.grad = grads[None]
+    radii = torch.where(visible[:, None], 3, 0).expand(n, 2)[None].int()
+    return {"means2d": means2d, "radii": radii, "width": 40, "height": 30}
+
+
+def test_default_strategy_clone_split_prune(seed):
+    g = torch.Generator().manual_seed(seed)
+    model = _model(40, g)
+    with torch.no_grad():
+        model.params["scales"][:20] = math.log(1e-3)  # small: cloned when the gradient is high
+        model.params["scales"][20:] = math.log(0.5)  # large: split
+        model.params["opacities"][35:] = -10.0  # transparent: pruned
+    opt = make_adam(model.params, LRS)
+    _step(model, opt, g)
+    strategy = DefaultStrategy(grad_threshold=1e-3, schedule=Schedule(refine_start=0, refine_stop=1000,
+                                                                       refine_every=10, reset_every=10_000))
+    high = torch.zeros(40, dtype=torch.bool)
+    high[[1, 3, 5, 21, 22]] = True  # 3 clones, 2 splits; ids 35.. are transparent
+    grads = torch.where(high[:, None], torch.tensor([0.01, 0.0]), torch.tensor([1e-6, 0.0]))
+    visible = torch.ones(40, dtype=torch.bool)
+    visible[30] = False
+    strategy.step_pre_optimizer(model.params, _fake_info(40, grads, visible), step=9)
+    assert strategy.count[30] == 0 and strategy.count[0] == 1
+    survivors = torch.ones(40, dtype=torch.bool)
+    survivors[[21, 22]] = False  # split: replaced by children at the end
+    survivors[35:] = False  # pruned
+    moments = _moments(opt, model.params)
+    values = {k: v.detach().clone() for k, v in model.params.items()}
+    stats = strategy.step_post_optimizer(model.params, opt, step=10, extent=1.0, generator=g)
+    assert stats == {"cloned": 3, "split": 2, "pruned": 5}
+    _check_consistent(opt, model.params)
+    assert model.num_gaussians == 40 + 3 + 2 - 5
+    kept = int(survivors.sum())
+    for name, p in model.params.items():  # survivors first, in order, with their values and moments
+        torch.testing.assert_close(p.detach()[:kept], values[name][survivors], rtol=0, atol=0)
+        for k in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(opt.state[p][k][:kept], moments[name][k][survivors], rtol=0, atol=0)
+            assert not opt.state[p][k][kept:].any()  # clones and split children start fresh
+    torch.testing.assert_close(model.params["means"].detach()[kept:kept + 3], values["means"][[1, 3, 5]])
+    parents = torch.exp(values["scales"][[21, 22]]) / 1.6
+    torch.testing.assert_close(torch.exp(model.params["scales"].detach()[kept + 3:]), torch.cat([parents, parents]))
+    assert strategy.grad2d.shape[0] == model.num_gaussians and not strategy.grad2d.any()
+
+
+def test_default_strategy_cap_and_reset(seed):
+    g = torch.Generator().manual_seed(seed)
+    model = _model(30, g)
+    with torch.no_grad():
+        model.params["scales"][:] = math.log(1e-3)
+    opt = make_adam(model.params, LRS)
+    _step(model, opt, g)
+    strategy = DefaultStrategy(grad_threshold=1e-4, max_gaussians=34,
+                               schedule=Schedule(refine_start=0, refine_stop=100, refine_every=5, reset_every=5))
+    grads = torch.rand(30, 2, generator=g) * 0.01
+    strategy.step_pre_optimizer(model.params, _fake_info(30, grads, torch.ones(30, dtype=torch.bool)), step=4)
+    stats = strategy.step_post_optimizer(model.params, opt, step=5, extent=1.0, generator=g)
+    assert stats["cloned"] == 4 and model.num_gaussians <= 34
+    _check_consistent(opt, model.params)
+    assert torch.sigmoid(model.params["opacities"]).max() <= 2 * strategy.prune_opacity + 1e-6  # reset ran
+
+
+def test_mcmc_relocates_and_grows(seed):
+    g = torch.Generator().manual_seed(seed)
+    model = _model(40, g)
+    with torch.no_grad():
+        model.params["opacities"][:10] = -10.0  # dead
+    opt = make_adam(model.params, LRS)
+    _step(model, opt, g)
+    strategy = MCMCStrategy(max_gaussians=42, schedule=Schedule(0, 100, 5, 10_000))
+    stats = strategy.step_post_optimizer(model.params, opt, step=5, extent=1.0, generator=g, means_lr=1e-4)
+    assert stats == {"relocated": 10, "added": 2}
+    _check_consistent(opt, model.params)
+    assert model.num_gaussians == 42
+    assert torch.sigmoid(model.params["opacities"][:10]).min() > strategy.min_opacity
+
+
+def test_exponential_lr():
+    assert math.isclose(exponential_lr(0, 1.6e-4, 1.6e-6, 100), 1.6e-4)
+    assert math.isclose(exponential_lr(100, 1.6e-4, 1.6e-6, 100), 1.6e-6)
+    assert math.isclose(exponential_lr(50, 1.6e-4, 1.6e-6, 100), 1.6e-5)
+
+
+def test_schedule_scales_with_steps():
+    assert Schedule.scaled(30_000) == Schedule()
+    s = Schedule.scaled(3_000)
+    assert (s.refine_start, s.refine_stop, s.refine_every, s.reset_every) == (50, 1500, 10, 300)
