@@ -1,0 +1,469 @@
+"""Fitting SMPL parameters to 3D joints, 2D keypoints or a scan, batched over frames.
+
+Every fit minimises ``data + priors`` with L-BFGS (strong Wolfe line search) in stages, SMPLify
+style: stage 0 moves only the global orientation and translation to the torso; later stages free
+the body pose and shape while the prior weights shrink (``REFINE_PRIOR_SCALES``), so the priors
+steer the start and barely bias the end. Frames are independent unless ``smooth`` > 0 (temporal
+smoothness) or ``share_betas`` (one body shape for the sequence).
+
+Units: 3D residuals are in millimetres and 2D residuals in pixels, so the default prior weights
+mean the same thing in both.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from recon.engine.errors import ReconError
+from recon.engine.models.lbs import axis_angle_to_matrix
+from recon.engine.models.smpl import SMPL
+from recon.engine.smpl import priors
+from recon.engine.smpl.solver import levenberg_marquardt
+
+REFINE_PRIOR_SCALES = (1.0, 0.1, 0.01)
+TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck", "left_shoulder",
+                "right_shoulder", "left_collar", "right_collar")
+MM = 1000.0
+
+
+@dataclass
+class FitConfig:
+    """Options of ``recon smpl fit`` (each field becomes a command-line option)."""
+
+    iterations: int = field(default=15, metadata={"help": "solver iterations per stage"})
+    pose_prior: float = field(default=100.0, metadata={"help": "weight of the L2 body-pose prior (first stages)"})
+    shape_prior: float = field(default=100.0, metadata={"help": "weight of the L2 shape (betas) prior"})
+    bend_prior: float = field(default=1e4, metadata={"help": "weight of the knee/elbow bending-direction prior"})
+    angle_prior: float = field(default=1e4, metadata={"help": "weight of the joint angle-limit prior"})
+    smooth: float = field(default=0.0, metadata={"help": "weight of temporal smoothness between frames (0: off)"})
+    share_betas: bool = field(default=False, metadata={"help": "one body shape for all frames"})
+    sigma: float = field(default=100.0, metadata={"help": "Geman-McClure scale of 2D residuals, pixels"})
+    min_confidence: float = field(default=0.1, metadata={"help": "keypoints below this confidence are ignored"})
+    scan_points: int = field(default=4000, metadata={"help": "scan points used by the chamfer term"})
+
+
+@dataclass
+class PinholeCamera:
+    """Intrinsics and world-to-camera pose (OpenCV: x right, y down, z forward)."""
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    world_to_camera: np.ndarray = field(default_factory=lambda: np.eye(4))  # [4, 4]
+
+    def project(self, points: torch.Tensor) -> torch.Tensor:
+        """Pixel coordinates [..., 2] of world ``points`` [..., 3]."""
+        w2c = torch.as_tensor(self.world_to_camera, dtype=points.dtype, device=points.device)
+        cam = points @ w2c[:3, :3].T + w2c[:3, 3]
+        z = cam[..., 2:3].clamp_min(1e-6)
+        return torch.cat([self.fx * cam[..., :1] / z + self.cx, self.fy * cam[..., 1:2] / z + self.cy], -1)
+
+
+@dataclass
+class FitResult:
+    """Fitted parameters (numpy, one row per frame), posed vertices/joints and residual report."""
+
+    params: dict[str, np.ndarray]
+    vertices: np.ndarray  # [F, V, 3]
+    joints: np.ndarray  # [F, J, 3]
+    report: dict
+
+
+class _Layout:
+    """How the parameters of F frames pack into the solver's rows ``x`` [G, P].
+
+    Independent frames: one row per frame ``[betas | global_orient | body_pose | transl]``. Coupled
+    frames (shared betas or temporal smoothness): a single row, the betas (once when shared) first.
+    """
+
+    def __init__(self, model: SMPL, frames: int, share_betas: bool = False, coupled: bool = False):
+        self.frames, self.num_betas, self.num_pose = frames, model.num_betas, 3 * (model.num_joints - 1)
+        self.share_betas = share_betas
+        self.coupled = coupled or share_betas
+        self.motion = 6 + self.num_pose  # orient, pose, transl per frame
+
+    def zeros(self, model: SMPL) -> torch.Tensor:
+        own_betas = 0 if self.share_betas else self.num_betas
+        if not self.coupled:
+            return model.v_template.new_zeros(self.frames, self.num_betas + self.motion)
+        width = (self.num_betas if self.share_betas else 0) + self.frames * (own_betas + self.motion)
+        return model.v_template.new_zeros(1, width)
+
+    def unpack(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``betas`` [N, L], ``global_orient`` [N, 3], ``body_pose`` [N, P], ``transl`` [N, 3] for ``x`` [G', W]
+        holding any number of stacked copies of the rows (N = F per copy)."""
+        if self.share_betas:
+            betas = x[:, :self.num_betas].repeat_interleave(self.frames, 0)
+            rows = x[:, self.num_betas:].reshape(-1, self.motion)
+        else:
+            rows = x.reshape(-1, self.num_betas + self.motion)
+            betas, rows = rows[:, :self.num_betas], rows[:, self.num_betas:]
+        return {"betas": betas, "global_orient": rows[:, :3], "body_pose": rows[:, 3:3 + self.num_pose],
+                "transl": rows[:, 3 + self.num_pose:]}
+
+    def pack(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        motion = torch.cat([params["global_orient"], params["body_pose"], params["transl"]], -1)
+        if self.share_betas:
+            return torch.cat([params["betas"][0], motion.reshape(-1)])[None]
+        rows = torch.cat([params["betas"], motion], -1)
+        return rows.reshape(1, -1) if self.coupled else rows
+
+    def pose_columns(self) -> torch.Tensor:
+        """Bool [P]: the columns of ``x`` holding global orientation and translation (stage 0)."""
+        assert not self.coupled, "stage 0 runs on independent frames"
+        free = torch.zeros(self.num_betas + self.motion, dtype=torch.bool)
+        free[self.num_betas:self.num_betas + 3] = True
+        free[-3:] = True
+        return free
+
+
+def _prior_residuals(params: dict[str, torch.Tensor], model: SMPL, config: FitConfig, scale: float) -> torch.Tensor:
+    """Per-frame prior residuals [F, R] at prior-weight multiplier ``scale``."""
+    pose = params["body_pose"]
+    return torch.cat([(scale * config.pose_prior) ** 0.5 * priors.pose_l2(pose),
+                      (scale * config.shape_prior) ** 0.5 * priors.shape_l2(params["betas"]),
+                      config.bend_prior ** 0.5 * priors.bend(pose, model.joint_names),
+                      config.angle_prior ** 0.5 * priors.angle_limit(pose)], -1)
+
+
+def _solve(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
+           data: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    """The stages after stage 0: every parameter free, prior weights shrinking; ``data`` gives [F, R]."""
+    for scale in REFINE_PRIOR_SCALES:
+        x = levenberg_marquardt(lambda z: _all_residuals(layout, z, model, config, data, scale), x, config.iterations)
+    return x
+
+
+def _all_residuals(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
+                   data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: float) -> torch.Tensor:
+    """Residual rows [G', R] for ``x`` [G', W]; per-frame residuals are concatenated per row when coupled."""
+    params = layout.unpack(x)
+    per_frame = torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1)
+    if not layout.coupled:
+        return per_frame
+    out = [per_frame.reshape(x.shape[0], -1)]
+    if config.smooth > 0 and layout.frames > 1:
+        motion = torch.cat([params["global_orient"], params["body_pose"], MM * params["transl"]], -1)
+        motion = motion.reshape(x.shape[0], layout.frames, -1)
+        out.append(config.smooth ** 0.5 * priors.temporal(motion.transpose(0, 1)).transpose(0, 1).reshape(x.shape[0], -1))
+    return torch.cat(out, -1)
+
+
+def _tile(values: torch.Tensor, rows: int) -> torch.Tensor:
+    """``values`` [F, ...] repeated along dim 0 to ``rows`` (the solver stacks copies of the frames)."""
+    return values.repeat(rows // values.shape[0], *([1] * (values.dim() - 1)))
+
+
+def _lbfgs(x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], iterations: int) -> torch.Tensor:
+    """Minimise a scalar ``objective(x)`` with L-BFGS (strong Wolfe line search); returns the new x."""
+    x = x.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations, history_size=50,
+                                  tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = objective(x)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return x.detach()
+
+
+def _torso_mask(model: SMPL, device: torch.device) -> torch.Tensor:
+    return torch.tensor([name in TORSO_JOINTS for name in model.joint_names], device=device, dtype=torch.float32)
+
+
+def _check_targets(name: str, values: np.ndarray, confidence: np.ndarray, model: SMPL, min_conf: float,
+                   min_joints: int) -> None:
+    if values.shape[1] != model.num_joints:
+        raise ReconError(f"{name}: {values.shape[1]} joints per frame, the body model has {model.num_joints}")
+    usable = ((confidence >= min_conf) & np.all(np.isfinite(values), -1)).sum(-1)
+    if np.any(usable < min_joints):
+        frame = int(np.argmin(usable))
+        raise ReconError(f"{name}: frame {frame} has only {int(usable[frame])} usable joints "
+                         f"(confidence >= {min_conf}); at least {min_joints} are needed")
+
+
+def _rotation_to_axis_angle(rot: np.ndarray) -> np.ndarray:
+    """Axis-angle [3] of a rotation matrix [3, 3] (via the quaternion, stable near pi)."""
+    m = rot
+    trace = np.trace(m)
+    candidates = [trace, m[0, 0], m[1, 1], m[2, 2]]
+    k = int(np.argmax(candidates))
+    if k == 0:
+        w = np.sqrt(1.0 + trace) / 2
+        q = np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)])
+    else:
+        i, j, l = k - 1, k % 3, (k + 1) % 3
+        s = np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[l, l], 1e-12)) * 2
+        q = np.zeros(4)
+        q[0] = (m[l, j] - m[j, l]) / s
+        q[1 + i] = s / 4
+        q[1 + j] = (m[j, i] + m[i, j]) / s
+        q[1 + l] = (m[l, i] + m[i, l]) / s
+    q = q / np.linalg.norm(q) * (1.0 if q[0] >= 0 else -1.0)
+    sin_half = np.linalg.norm(q[1:])
+    angle = 2 * np.arctan2(sin_half, q[0])
+    return q[1:] * (angle / sin_half) if sin_half > 1e-12 else 2 * q[1:]
+
+
+def _kabsch(source: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """Rotation [3, 3] best mapping centred ``source`` [N, 3] onto centred ``target`` [N, 3]."""
+    w = weight[:, None] / weight.sum()
+    a = source - (w * source).sum(0)
+    b = target - (w * target).sum(0)
+    u, _, vt = np.linalg.svd((w * a).T @ b)
+    d = np.sign(np.linalg.det(vt.T @ u.T))
+    return vt.T @ np.diag([1.0, 1.0, d]) @ u.T
+
+
+def _finish(layout: _Layout, x: torch.Tensor, model: SMPL) -> FitResult:
+    with torch.no_grad():
+        params = layout.unpack(x)
+        vertices, joints = model(params["betas"], params["global_orient"], params["body_pose"], params["transl"])
+    return FitResult(params={k: v.detach().cpu().numpy().astype(np.float64) for k, v in params.items()},
+                     vertices=vertices.cpu().numpy(), joints=joints.cpu().numpy(), report={})
+
+
+def _posed_joints(model: SMPL, params: dict[str, torch.Tensor]) -> torch.Tensor:
+    return model.joints(params["betas"], params["global_orient"], params["body_pose"], params["transl"])
+
+
+def _stage0(model: SMPL, x: torch.Tensor, config: FitConfig,
+            data: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+    """Orientation and translation only, frames independent; ``x`` [F, P] in the independent layout."""
+    layout = _Layout(model, x.shape[0])
+    return levenberg_marquardt(lambda z: data(layout.unpack(z)), x, config.iterations, free=layout.pose_columns())
+
+
+def _coupled_layout(model: SMPL, frames: int, config: FitConfig, start: torch.Tensor) -> tuple[_Layout, torch.Tensor]:
+    """The layout of the refining stages and ``start`` [F, P] (independent layout) repacked into it."""
+    layout = _Layout(model, frames, config.share_betas, coupled=config.smooth > 0 and frames > 1)
+    return layout, layout.pack(_Layout(model, frames).unpack(start))
+
+
+def fit_joints3d(model: SMPL, joints: np.ndarray, config: FitConfig, confidence: np.ndarray | None = None,
+                 name: str = "joints") -> FitResult:
+    """Fit to 3D joints ``joints`` [F, J, 3] (metres, the model's joint order); ``confidence`` [F, J]
+    weighs them (0 ignores a joint; NaN joints need confidence 0)."""
+    joints = np.asarray(joints, dtype=np.float64)
+    if joints.ndim == 2:
+        joints = joints[None]
+    if joints.ndim != 3 or joints.shape[-1] != 3:
+        raise ReconError(f"{name}: joints have shape {list(joints.shape)}, expected [frames, joints, 3]")
+    conf = np.ones(joints.shape[:2]) if confidence is None else np.asarray(confidence, dtype=np.float64)
+    if np.any(~np.isfinite(joints).all(-1) & (conf > 0)):
+        raise ReconError(f"{name}: joints contain NaN or infinite values")
+    _check_targets(name, joints, conf, model, config.min_confidence, 3)
+    as_t = lambda a: torch.as_tensor(a, dtype=model.v_template.dtype, device=model.v_template.device)  # noqa: E731
+    weight = as_t(np.where(conf >= config.min_confidence, conf, 0.0))
+    target = as_t(np.nan_to_num(joints))
+    torso = weight * _torso_mask(model, weight.device)
+    torso = torch.where((torso > 0).sum(-1, keepdim=True) >= 3, torso, weight)
+
+    def residual(params: dict[str, torch.Tensor], w: torch.Tensor) -> torch.Tensor:
+        pred = _posed_joints(model, params)
+        w, tgt = _tile(w, pred.shape[0]), _tile(target, pred.shape[0])
+        return (w.sqrt()[..., None] * MM * (pred - tgt)).reshape(pred.shape[0], -1)
+
+    x = _init_from_torso(model, target, torso)
+    x = _stage0(model, x, config, lambda q: residual(q, torso))
+    layout, x = _coupled_layout(model, joints.shape[0], config, x)
+    result = _finish(layout, _solve(layout, x, model, config, lambda q: residual(q, weight)), model)
+    err = np.linalg.norm(result.joints - joints, axis=-1) * MM  # [F, J] mm
+    used = conf >= config.min_confidence
+    per_frame = [float(e[u].mean()) for e, u in zip(err, used)]
+    result.report = {"mode": "joints3d", "frames": len(per_frame), "mpjpe_mm": float(np.mean(per_frame)),
+                     "max_joint_error_mm": float(err[used].max()), "mpjpe_mm_per_frame": per_frame}
+    return result
+
+
+def _init_from_torso(model: SMPL, target: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Closed-form (Kabsch) global orientation and translation aligning the rest torso joints to
+    ``target`` [F, J, 3] with ``weight`` [F, J]; returns x [F, P] (independent layout)."""
+    layout = _Layout(model, target.shape[0])
+    x = layout.zeros(model)
+    rest = model.rest_joints(layout.unpack(x)["betas"]).cpu().numpy()
+    tgt, w_all = target.cpu().numpy(), weight.cpu().numpy()
+    params = layout.unpack(x)
+    for f in range(layout.frames):
+        w = w_all[f]
+        rot = _kabsch(rest[f], tgt[f], w)
+        centre_rest = (w[:, None] * rest[f]).sum(0) / w.sum()
+        centre_tgt = (w[:, None] * tgt[f]).sum(0) / w.sum()
+        root = rest[f, 0]
+        # posed = R (x - root) + root + transl sends the rest centre to the target centre
+        params["transl"][f] = torch.as_tensor(centre_tgt - rot @ (centre_rest - root) - root)
+        params["global_orient"][f] = torch.as_tensor(_rotation_to_axis_angle(rot))
+    return layout.pack(params)
+
+
+def robust_residuals(diff: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Residual vectors [..., D] whose squared norm is the Geman-McClure cost sigma^2 r^2 / (sigma^2 + r^2)
+    of ``diff`` [..., D] (r = |diff|), the robust reprojection cost of SMPLify."""
+    sq = diff.pow(2).sum(-1, keepdim=True)
+    return diff * sigma / torch.sqrt(sigma**2 + sq)
+
+
+def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera: PinholeCamera,
+                    config: FitConfig, name: str = "keypoints") -> FitResult:
+    """Fit to 2D keypoints ``xy`` [F, J, 2] pixels in the model's joint order with ``confidence`` [F, J].
+
+    The body translation plays the role of the camera translation (the camera stays where given).
+    Two starts per frame, facing the camera and facing away, are tried in stage 0; the better is kept.
+    """
+    xy = np.asarray(xy, dtype=np.float64)
+    conf = np.asarray(confidence, dtype=np.float64)
+    if xy.ndim != 3 or xy.shape[-1] != 2 or conf.shape != xy.shape[:2]:
+        raise ReconError(f"{name}: keypoints have shape {list(xy.shape)}, expected [frames, joints, 2]")
+    _check_targets(name, xy, conf, model, config.min_confidence, 4)
+    as_t = lambda a: torch.as_tensor(a, dtype=model.v_template.dtype, device=model.v_template.device)  # noqa: E731
+    frames = xy.shape[0]
+    used = conf >= config.min_confidence
+    weight = as_t(np.where(used, conf, 0.0))
+    target = as_t(np.where(used[..., None], xy, 0.0))
+    torso = weight * _torso_mask(model, weight.device)
+    torso = torch.where((torso > 0).sum(-1, keepdim=True) >= 2, torso, weight)
+
+    def residual(params: dict[str, torch.Tensor], w: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+        proj = camera.project(_posed_joints(model, params))
+        w, tgt = _tile(w, proj.shape[0]), _tile(tgt, proj.shape[0])
+        return (w.sqrt()[..., None] * robust_residuals(proj - tgt, config.sigma)).reshape(proj.shape[0], -1)
+
+    # Stage 0 over both facing candidates at once (2F rows), then keep each frame's better one.
+    tgt2, torso2 = target.repeat(2, 1, 1), torso.repeat(2, 1)
+    both = _init_facing_camera(model, np.where(used[..., None], xy, np.nan), camera)
+    both = _stage0(model, both, config, lambda q: residual(q, torso2, tgt2))
+    with torch.no_grad():
+        cost = residual(_Layout(model, 2 * frames).unpack(both), torso2, tgt2).pow(2).sum(-1).reshape(2, frames)
+    rows = torch.arange(frames, device=both.device) + frames * (cost[1] < cost[0]).long()
+    layout, x = _coupled_layout(model, frames, config, both[rows])
+    result = _finish(layout, _solve(layout, x, model, config, lambda q: residual(q, weight, target)), model)
+    with torch.no_grad():
+        proj = camera.project(torch.as_tensor(result.joints)).numpy()
+    err = np.linalg.norm(proj - xy, axis=-1)
+    per_frame = [float(e[u].mean()) for e, u in zip(err, used)]
+    result.report = {"mode": "keypoints2d", "frames": frames, "reprojection_px": float(np.mean(per_frame)),
+                     "max_reprojection_px": float(err[used].max()), "reprojection_px_per_frame": per_frame}
+    return result
+
+
+def _init_facing_camera(model: SMPL, xy: np.ndarray, camera: PinholeCamera) -> torch.Tensor:
+    """Starts x [2F, P]: facing the camera (first F rows) and facing away, each with the translation
+    that puts the visible joints' centre on their keypoints' centre at the depth where the model's
+    torso length matches the observed one (SMPLify's camera initialisation). ``xy`` [F, J, 2], NaN = unused."""
+    frames = xy.shape[0]
+    w2c = np.asarray(camera.world_to_camera, dtype=np.float64)
+    rot_wc = w2c[:3, :3]
+    flip_x = np.diag([1.0, -1.0, -1.0])  # model y up, facing +z  ->  camera y down, facing the camera
+    turn_y = np.diag([-1.0, 1.0, -1.0])
+    layout = _Layout(model, 2 * frames)
+    x = layout.zeros(model)
+    params = layout.unpack(x)
+    rest = model.rest_joints(params["betas"][:1])[0].cpu().numpy()
+    index = {n: j for j, n in enumerate(model.joint_names)}
+    for k, rot in enumerate([rot_wc.T @ flip_x, rot_wc.T @ flip_x @ turn_y]):
+        for f in range(frames):
+            used = np.isfinite(xy[f]).all(-1)
+            depth = _depth_from_torso(rest, xy[f], used, index, camera)
+            centre_px, centre_rest = xy[f][used].mean(0), rest[used].mean(0)
+            ray = np.array([(centre_px[0] - camera.cx) / camera.fx, (centre_px[1] - camera.cy) / camera.fy, 1.0])
+            world_centre = rot_wc.T @ (ray * depth - w2c[:3, 3])
+            params["transl"][k * frames + f] = torch.as_tensor(world_centre - rot @ (centre_rest - rest[0]) - rest[0])
+            params["global_orient"][k * frames + f] = torch.as_tensor(_rotation_to_axis_angle(rot))
+    return layout.pack(params)
+
+
+def _depth_from_torso(rest: np.ndarray, xy: np.ndarray, used: np.ndarray, index: dict[str, int],
+                      camera: PinholeCamera) -> float:
+    """Depth at which the model's shoulder-to-hip length projects to the observed one (else the spread)."""
+    pairs = [("left_shoulder", "left_hip"), ("right_shoulder", "right_hip"), ("neck", "pelvis")]
+    ratios = []
+    for a, b in pairs:
+        ia, ib = index.get(a), index.get(b)
+        if ia is not None and ib is not None and used[ia] and used[ib]:
+            px = np.linalg.norm(xy[ia] - xy[ib])
+            if px > 1e-3:
+                ratios.append(np.linalg.norm(rest[ia] - rest[ib]) / px)
+    if not ratios:  # no torso pair visible: compare overall spreads
+        px = np.linalg.norm(xy[used] - xy[used].mean(0), axis=-1).mean()
+        ratios.append(np.linalg.norm(rest[used] - rest[used].mean(0), axis=-1).mean() / max(px, 1e-3))
+    return float(np.mean(ratios)) * 0.5 * (camera.fx + camera.fy)
+
+
+def _surface_samples(per_face: int, seed: int = 0) -> torch.Tensor:
+    """Fixed barycentric weights [per_face, 3] for sampling points on every face."""
+    gen = torch.Generator().manual_seed(seed)
+    u, v = torch.rand(per_face, generator=gen), torch.rand(per_face, generator=gen)
+    flip = u + v > 1
+    u, v = torch.where(flip, 1 - u, u), torch.where(flip, 1 - v, v)
+    return torch.stack([1 - u - v, u, v], -1)
+
+
+def model_surface_points(vertices: torch.Tensor, faces: torch.Tensor, bary: torch.Tensor) -> torch.Tensor:
+    """Vertices [B, V, 3] plus barycentric samples ``bary`` [S, 3] on every face: [B, V + F * S, 3]."""
+    corners = vertices[:, faces]  # [B, F, 3, 3]
+    samples = torch.einsum("sk,bfkd->bfsd", bary, corners).reshape(vertices.shape[0], -1, 3)
+    return torch.cat([vertices, samples], 1)
+
+
+def chamfer(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean squared nearest-neighbour distances a->b and b->a, each [B], of ``a`` [B, N, 3], ``b`` [B, M, 3]."""
+    d = torch.cdist(a, b).pow(2)
+    return d.min(2).values.mean(1), d.min(1).values.mean(1)
+
+
+def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "scan", seed: int = 0) -> FitResult:
+    """Fit one body to a scan's points [N, 3] (metres, y up) with a symmetric chamfer distance plus priors.
+
+    Stage 0 tries four headings about the vertical axis and keeps the best; then L-BFGS on all
+    parameters with shrinking prior weights (the chamfer term has too many residuals for the
+    Levenberg-Marquardt solver of the joint fits).
+    """
+    points = np.asarray(points, dtype=np.float64)
+    if points.ndim != 2 or points.shape[1] != 3 or len(points) < 10:
+        raise ReconError(f"{name}: a scan needs at least 10 points [N, 3] (got shape {list(points.shape)})")
+    if not np.all(np.isfinite(points)):
+        raise ReconError(f"{name}: scan points contain NaN or infinite values")
+    rng = np.random.default_rng(seed)
+    if len(points) > config.scan_points:
+        points = points[rng.choice(len(points), config.scan_points, replace=False)]
+    scan = torch.as_tensor(points, dtype=model.v_template.dtype, device=model.v_template.device)[None]
+    bary = _surface_samples(2, seed).to(scan)
+
+    def data(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        verts, _ = model(params["betas"], params["global_orient"], params["body_pose"], params["transl"])
+        to_scan, to_model = chamfer(MM * model_surface_points(verts, model.faces, bary),
+                                    MM * scan.expand(verts.shape[0], -1, -1))
+        return to_scan + to_model
+
+    headings = _Layout(model, 4)
+    x = headings.zeros(model)
+    params = headings.unpack(x)
+    root = model.j_template[0]
+    for k in range(4):
+        params["global_orient"][k, 1] = 0.5 * np.pi * k
+        rot = axis_angle_to_matrix(params["global_orient"][k])
+        params["transl"][k] = scan[0].mean(0) - rot @ (model.v_template.mean(0) - root) - root
+    x = headings.pack(params)
+    free = headings.pose_columns().to(x)
+    x = _lbfgs(x, lambda z: data(headings.unpack(x.detach() * (1 - free) + z * free)).sum(), config.iterations)
+    best = int(torch.argmin(data(headings.unpack(x)).detach()))
+    layout, x = _Layout(model, 1), x[best:best + 1]
+    for scale in REFINE_PRIOR_SCALES:
+        x = _lbfgs(x, lambda z: (data(layout.unpack(z))
+                                 + _prior_residuals(layout.unpack(z), model, config, scale).pow(2).sum(-1)).sum(),
+                   config.iterations)
+    result = _finish(layout, x, model)
+    with torch.no_grad():
+        verts = torch.as_tensor(result.vertices, dtype=scan.dtype, device=scan.device)
+        to_scan, to_model = chamfer(model_surface_points(verts, model.faces, bary), scan)
+    result.report = {"mode": "scan", "frames": 1, "scan_points": int(len(points)),
+                     "model_to_scan_rms_mm": float(to_scan.sqrt() * MM),
+                     "scan_to_model_rms_mm": float(to_model.sqrt() * MM)}
+    return result

@@ -1,0 +1,52 @@
+"""Batched Levenberg-Marquardt for many small independent least-squares problems (one per row)."""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+Residuals = Callable[[torch.Tensor], torch.Tensor]
+
+
+def jacobian(residuals: Residuals, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Residuals [G, R] at ``x`` [G, P] and their Jacobian [G, R, P], for rows that do not interact.
+
+    Forward mode in one pass: ``residuals`` is evaluated on P stacked copies of ``x`` (copy k
+    carrying the tangent e_k), so it must accept any multiple of G rows, copies stacked along dim 0.
+    """
+    rows, n_params = x.shape
+    stacked = x.detach().repeat(n_params, 1)  # [P * G, P]
+    tangents = torch.eye(n_params, dtype=x.dtype, device=x.device).repeat_interleave(rows, 0)
+    values, derivs = torch.func.jvp(residuals, (stacked,), (tangents,))
+    return values[:rows], derivs.reshape(n_params, rows, -1).permute(1, 2, 0)
+
+
+def levenberg_marquardt(residuals: Residuals, x: torch.Tensor, iterations: int,
+                        free: torch.Tensor | None = None, tolerance: float = 1e-12) -> torch.Tensor:
+    """Minimise ``sum(residuals(x)**2, -1)`` for each row of ``x`` [G, P] independently; returns the new x.
+
+    ``free`` [P] (bool) keeps the other columns fixed. Marquardt's diagonal scaling; a step is kept
+    only where it lowers that row's cost, and the damping adapts per row.
+    """
+    x = x.detach().clone()
+    damping = torch.full((x.shape[0],), 1e-3, dtype=x.dtype, device=x.device)
+    mask = None if free is None else free.to(x.dtype)
+    for _ in range(iterations):
+        r, jac = jacobian(residuals, x)
+        if mask is not None:
+            jac = jac * mask
+        cost = r.pow(2).sum(-1)
+        jtj = jac.transpose(1, 2) @ jac
+        grad = (jac.transpose(1, 2) @ r[..., None])[..., 0]
+        diag = jtj.diagonal(dim1=1, dim2=2)
+        floor = 1e-9 * diag.amax(-1, keepdim=True).clamp_min(1e-12)
+        system = jtj + torch.diag_embed(damping[:, None] * diag + floor)
+        step = torch.linalg.solve(system, -grad)
+        with torch.no_grad():
+            new_cost = residuals(x + step).pow(2).sum(-1)
+        better = new_cost < cost
+        x = torch.where(better[:, None], x + step, x)
+        damping = torch.where(better, damping / 3.0, damping * 4.0).clamp(1e-10, 1e10)
+        if bool(((cost - new_cost).abs() <= tolerance * cost.clamp_min(1e-30)).all()) or bool((step.abs().amax() == 0)):
+            break
+    return x
