@@ -2,7 +2,8 @@
 
 * ``sdf`` / ``occupancy``: the field's ``level`` iso-surface (``FieldModel.field``, ``level``, ``inside``);
 * ``nerf``: the density iso-surface at ``NerfModel.mesh_level`` inside ``mesh_bounds``;
-* ``gaussians``: depth renders of the training cameras fused in a TSDF volume (open3d, the ``mesh`` extra).
+* ``gaussians``: depth renders of the training cameras fused in a ``resolution``^3 TSDF volume over
+  [-1, 1]^3 (open3d, the ``mesh`` extra); pixels with alpha < 0.5 carry no depth.
 
 Fields are evaluated slice by slice over a ``resolution``^3 grid and meshed with the marching-cubes
 kernel; vertices are mapped back through the checkpoint's ``Normalization``.
@@ -56,9 +57,11 @@ def tsdf_mesh(model, resolution: int) -> tuple[np.ndarray, np.ndarray]:
     cameras = model.cameras.get("train") or model.cameras.get("test") or []
     if not cameras:
         raise ReconError("the gaussians run stores no cameras to fuse depth from")
-    voxel = 2.0 / resolution  # normalised scenes keep their cameras in the unit sphere
-    volume = o3d.pipelines.integration.ScalableTSDFVolume(
-        voxel_length=voxel, sdf_trunc=4.0 * voxel, color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8)
+    # Normalised scenes keep their cameras in the unit sphere: fuse over the [-1, 1]^3 cube (open3d's
+    # scalable volume returned empty meshes in tests with open3d 0.20, the uniform one does not).
+    volume = o3d.pipelines.integration.UniformTSDFVolume(
+        length=2.0, resolution=resolution, sdf_trunc=8.0 / resolution,
+        color_type=o3d.pipelines.integration.TSDFVolumeColorType.RGB8, origin=np.full((3, 1), -1.0))
     for camera in cameras:
         out = model.render(camera)
         depth = torch.where(out["alpha"] > 0.5, out["depth"], torch.zeros_like(out["depth"]))[..., 0]
