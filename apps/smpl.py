@@ -1,16 +1,134 @@
-"""``recon smpl``: the SMPL body model (synthetic test model, fitting)."""
+"""``recon smpl``: the SMPL body model: a synthetic test model, and fitting to joints, keypoints or scans."""
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
-from recon.engine.errors import NotBuiltError
+from recon.apps.options import add_config_arguments, config_from_args
+from recon.engine.errors import ReconError
+from recon.engine.smpl.fit import FitConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("smpl", help="fit an SMPL body model to 3D joints, 2D keypoints or scans",
                               description="SMPL body model tools.")
-    p.set_defaults(run=run)
+    sub = p.add_subparsers(dest="smpl_command", metavar="SUBCOMMAND", required=True)
+
+    make = sub.add_parser("make-test-model", help="write the synthetic SMPL-layout body model (.npz)",
+                          description="Write a small synthetic body model with the SMPL 24-joint tree, in the SMPL "
+                                      "npz layout, for tests and demos (the real SMPL files cannot be shipped).")
+    make.add_argument("output", type=Path, help="output .npz file")
+    make.add_argument("--betas", type=int, default=10, help="number of shape components (default: 10)")
+    make.add_argument("--seed", type=int, default=0, help="random seed of the shape/pose blend shapes")
+    make.set_defaults(run=run_make_test_model)
+
+    fit = sub.add_parser("fit", help="fit body parameters to 3D joints, 2D keypoints or a scan",
+                         description="Fit SMPL parameters (betas, global_orient, body_pose, transl) per frame. Writes "
+                                     "params.npz/params.json, posed meshes, report.json and overlays (--image).")
+    fit.add_argument("--model", type=Path, required=True, help="body model file (.pkl or .npz)")
+    target = fit.add_mutually_exclusive_group(required=True)
+    target.add_argument("--joints3d", type=Path, help="3D joints .npy/.json [frames, joints, 3] or [joints, 3], metres")
+    target.add_argument("--keypoints2d", type=Path, help="2D keypoints: OpenPose/COCO JSON, .npy or JSON array")
+    target.add_argument("--scan", type=Path, help="scan point cloud or mesh (.ply/.obj/.xyz), metres, y up")
+    fit.add_argument("--camera", type=Path, help="camera JSON (fx, fy, cx, cy or K; optional world_to_camera)")
+    fit.add_argument("--image", type=Path, nargs="+", help="input image(s), one per frame: overlays, and the "
+                                                            "camera estimate when --camera is not given")
+    fit.add_argument("--keypoint-format", default="auto", choices=("auto", "coco17", "body25", "smpl"),
+                     help="layout of the 2D keypoints (default: from their count)")
+    fit.add_argument("--mesh-format", default="ply", choices=("ply", "obj"), help="posed mesh format (default: ply)")
+    fit.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    fit.add_argument("--device", default="cpu", help="torch device (default: cpu)")
+    add_config_arguments(fit, FitConfig)
+    fit.set_defaults(run=run_fit)
 
 
-def run(args: argparse.Namespace) -> int:
-    raise NotBuiltError("recon smpl is not built yet in this version of recon")
+def run_make_test_model(args: argparse.Namespace) -> int:
+    from recon.engine.smpl.synthetic import write_test_model
+
+    if args.betas < 1:
+        raise ReconError(f"--betas must be at least 1 (got {args.betas})")
+    data = write_test_model(args.output, num_betas=args.betas, seed=args.seed)
+    print(f"wrote {args.output}: {len(data['v_template'])} vertices, {len(data['f'])} faces, "
+          f"{data['weights'].shape[1]} joints, {args.betas} shape components")
+    return 0
+
+
+def run_fit(args: argparse.Namespace) -> int:
+    import torch
+
+    from recon.engine.models.smpl import SMPL
+
+    config = config_from_args(FitConfig, args)
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as exc:
+        raise ReconError(f"--device {args.device}: {exc}") from None
+    model = SMPL.from_file(args.model).to(device)
+    if args.joints3d is not None:
+        result, camera = _fit_joints3d(model, args, config), None
+    elif args.keypoints2d is not None:
+        result, camera = _fit_keypoints2d(model, args, config)
+    else:
+        result, camera = _fit_scan(model, args, config), None
+    _write_outputs(args, model, result, camera)
+    return 0
+
+
+def _fit_joints3d(model, args: argparse.Namespace, config: FitConfig):
+    from recon.engine.smpl.fit import fit_joints3d
+    from recon.engine.smpl.io import read_joints3d
+
+    joints, conf = read_joints3d(args.joints3d)
+    return fit_joints3d(model, joints, config, confidence=conf, name=str(args.joints3d))
+
+
+def _fit_keypoints2d(model, args: argparse.Namespace, config: FitConfig):
+    from recon.engine.io.images import image_size
+    from recon.engine.smpl.fit import fit_keypoints2d
+    from recon.engine.smpl.io import default_camera, read_camera
+    from recon.engine.smpl.keypoints import read_keypoints, to_smpl_joints
+
+    keypoints = read_keypoints(args.keypoints2d, layout=args.keypoint_format, num_joints=model.num_joints)
+    xy, conf = to_smpl_joints(keypoints, model.joint_names)
+    if args.camera is not None:
+        camera = read_camera(args.camera)
+    elif args.image:
+        camera = default_camera(*image_size(args.image[0]))
+    else:
+        raise ReconError(f"{args.keypoints2d}: 2D keypoints need --camera, or --image to estimate one from")
+    return fit_keypoints2d(model, xy, conf, camera, config, name=str(args.keypoints2d)), camera
+
+
+def _fit_scan(model, args: argparse.Namespace, config: FitConfig):
+    from recon.engine.smpl.fit import fit_scan
+    from recon.engine.smpl.io import read_scan
+
+    return fit_scan(model, read_scan(args.scan), config, name=str(args.scan))
+
+
+def _write_outputs(args: argparse.Namespace, model, result, camera) -> None:
+    from recon.engine.io.atomic import write_json_atomic
+    from recon.engine.io.images import read_image, write_image
+    from recon.engine.io.mesh import write_mesh
+    from recon.engine.smpl.io import write_params
+    from recon.engine.smpl.overlay import render_mesh_overlay
+
+    out = args.output
+    frames = len(result.vertices)
+    if args.image and len(args.image) not in (1, frames):
+        raise ReconError(f"{args.image[0]}: {len(args.image)} images given for {frames} frames")
+    write_params(out, result.params)
+    faces = model.faces.cpu().numpy()
+    for f in range(frames):
+        write_mesh(out / "meshes" / f"frame_{f:04d}.{args.mesh_format}", result.vertices[f], faces)
+    if args.image and camera is not None:
+        for f, image_path in enumerate(args.image):
+            image = read_image(image_path)[..., :3]
+            if image.shape[-1] == 1:
+                image = image.repeat(3, -1)
+            write_image(out / f"overlay_{f:04d}.png", render_mesh_overlay(image, result.vertices[f], faces, camera))
+    write_json_atomic(out / "report.json", result.report)
+    summary = {k: v for k, v in result.report.items() if not k.endswith("per_frame")}
+    print(json.dumps(summary))
+    print(f"wrote {out}/params.npz, params.json, report.json and {frames} meshes in {out}/meshes")
