@@ -15,9 +15,13 @@ import triton
 import triton.language as tl
 
 from recon.kernels.rasterize import reference
-from recon.kernels.rasterize.reference import ALPHA_THRESHOLD, MAX_EXTEND, TRANSMITTANCE_MIN, FOV_CLAMP
 
 PROJECT_BLOCK = 128
+# Compiled kernels may only read constexpr globals.
+ALPHA_THRESHOLD = tl.constexpr(reference.ALPHA_THRESHOLD)
+TRANSMITTANCE_MIN = tl.constexpr(reference.TRANSMITTANCE_MIN)
+MAX_EXTEND = tl.constexpr(reference.MAX_EXTEND)
+FOV_MARGIN = tl.constexpr(reference.FOV_CLAMP - 1.0)
 
 
 @triton.jit
@@ -80,10 +84,10 @@ def _project_kernel(
 
     tan_fovx = 0.5 * width / fx
     tan_fovy = 0.5 * height / fy
-    lim_x_pos = (width - cx) / fx + (FOV_CLAMP - 1.0) * tan_fovx
-    lim_x_neg = cx / fx + (FOV_CLAMP - 1.0) * tan_fovx
-    lim_y_pos = (height - cy) / fy + (FOV_CLAMP - 1.0) * tan_fovy
-    lim_y_neg = cy / fy + (FOV_CLAMP - 1.0) * tan_fovy
+    lim_x_pos = (width - cx) / fx + FOV_MARGIN * tan_fovx
+    lim_x_neg = cx / fx + FOV_MARGIN * tan_fovx
+    lim_y_pos = (height - cy) / fy + FOV_MARGIN * tan_fovy
+    lim_y_neg = cy / fy + FOV_MARGIN * tan_fovy
     tx = zs * tl.minimum(lim_x_pos, tl.maximum(-lim_x_neg, x / zs))
     ty = zs * tl.minimum(lim_y_pos, tl.maximum(-lim_y_neg, y / zs))
     j00 = fx / zs
