@@ -9,6 +9,7 @@ Layout of a run directory::
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import time
@@ -73,6 +74,25 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int = 2) -> Path
     for old in checkpoint_paths(run_dir)[:-keep]:
         old.unlink(missing_ok=True)
     return path
+
+
+def resume_state(run_dir: Path, kind: str, config: Any, *, resume: bool,
+                 map_location: str | torch.device = "cpu") -> tuple[dict[str, Any] | None, Any]:
+    """For ``--resume``: the newest checkpoint of a ``kind`` run and the run's own config dataclass
+    (every option as saved, except ``steps`` from ``config``, so a run can be extended).
+
+    Without ``resume`` returns ``(None, config)``; a run with no checkpoint or of another kind is an error.
+    """
+    if not resume:
+        return None, config
+    state = load_checkpoint(run_dir, map_location=map_location)
+    if state is None:
+        raise ReconError(f"{run_dir}: --resume, but the run has no checkpoint")
+    if state["kind"] != kind:
+        raise ReconError(f"{run_dir}: --resume, but the run is a {state['kind']} fit, not {kind}")
+    names = {f.name for f in dataclasses.fields(config)}
+    saved = {k: v for k, v in state["config"].items() if k in names}
+    return state, type(config)(**{**saved, "steps": config.steps})
 
 
 def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
