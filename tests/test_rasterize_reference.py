@@ -144,3 +144,21 @@ def test_reference_5000_gaussians_is_finite(seed):
     img.sum().backward()
     assert torch.isfinite(img).all() and torch.isfinite(means.grad).all() and torch.isfinite(scales.grad).all()
     assert meta["means2d"].grad is not None and meta["means2d"].grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "name,bad",
+    [("means", {"means": torch.zeros(3, 2)}), ("colors", {"colors": torch.zeros(3, 33)}),
+     ("colors", {"colors": torch.zeros(2, 3, 3)}), ("background", {"background": torch.zeros(4)}),
+     ("sh_degree", {"sh_degree": 2})],
+)
+def test_bad_shapes_name_the_argument(name, bad):
+    viewmats, Ks = _camera()
+    args = {"means": torch.zeros(3, 3), "quats": torch.ones(3, 4), "scales": torch.ones(3, 3), "opacities": torch.ones(3),
+            "colors": torch.ones(3, 3)}
+    options = {k: bad.pop(k) for k in ("background", "sh_degree") if k in bad}
+    args.update(bad)
+    if "sh_degree" in options:
+        args["colors"] = torch.zeros(3, 4, 3)  # degree 2 needs 9 coefficients
+    with pytest.raises(ValueError, match=name):
+        rasterize(*args.values(), viewmats, Ks, 40, 24, backend="torch", **options)

@@ -36,7 +36,9 @@ def _check_inputs(
     if mode not in MODES:
         raise ValueError(f"rasterize: mode must be one of {MODES}, got {mode!r}")
     if sh_degree is None:
-        if colors.dim() not in (2, 3) or colors.shape[-2] != n or not 1 <= colors.shape[-1] <= 32:
+        leading = colors.shape[:-2] if colors.dim() == 3 else ()
+        if (colors.dim() not in (2, 3) or colors.shape[-2] != n or not 1 <= colors.shape[-1] <= 32
+                or leading not in ((), (viewmats.shape[0],))):
             raise ValueError(f"rasterize: colors must be [N, D] or [C, N, D] with D in 1..32, got {list(colors.shape)}")
     elif not 0 <= sh_degree <= 3 or colors.dim() != 3 or colors.shape[0] != n or colors.shape[1] < (sh_degree + 1) ** 2:
         raise ValueError(
@@ -102,6 +104,9 @@ def rasterize(
         colors = colors[None].expand(n_cams, -1, -1)
     channels = colors
     if background is not None:
+        if background.shape not in ((colors.shape[-1],), (1, colors.shape[-1]), (n_cams, colors.shape[-1])):
+            raise ValueError(f"rasterize: background must be [D] or [C, D] with D={colors.shape[-1]}, got"
+                             f" {list(background.shape)}")
         background = background.to(colors.dtype).expand(n_cams, colors.shape[-1])
     if mode == "rgb+depth":
         channels = torch.cat([colors, proj["depths"][..., None]], dim=-1)
