@@ -192,6 +192,8 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
     state = rundir.load_checkpoint(run_dir, map_location=device) if resume else None
     if resume and state is None:
         raise ReconError(f"{run_dir}: --resume, but the run has no checkpoint")
+    if not resume and rundir.checkpoint_paths(run_dir):
+        raise ReconError(f"{run_dir}: the run directory already holds checkpoints; pass --resume or another -o")
     if state is not None and state["kind"] != "gaussians":
         raise ReconError(f"{run_dir}: --resume, but the run is a {state['kind']} fit, not gaussians")
     if state is not None:  # the run's own options, except --steps (a run can be extended)
