@@ -2,7 +2,7 @@
 
 * ``project_gaussians``: forward in a Triton kernel; its backward re-runs the torch reference under autograd
   (the projection is per-Gaussian and cheap next to blending).
-* ``sh_to_color``: forward in a Triton kernel; backward through the reference by autograd, likewise.
+* ``sh_to_color``: forward and backward in one Triton kernel (a flag picks the direction).
 * ``blend_tiles``: forward and backward Triton kernels, one program per (camera, tile). The backward walks
   each tile back to front from the last contributing Gaussian, reduces each Gaussian's gradients over the
   tile's pixels and issues one atomic add per Gaussian per tile.
@@ -179,16 +179,35 @@ def project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, heig
 
 
 @triton.jit
-def _sh_term(acc_r, acc_g, acc_b, sh_ptr, row, k: tl.constexpr, K, basis, m):
+def _sh_term(a0, a1, a2, k: tl.constexpr, basis, bx, by, bz, sh_ptr, v_sh_ptr, row, K, v0, v1, v2, m,
+             BACKWARD: tl.constexpr):
+    """Forward: a += basis * sh_k (the colour). Backward: v_sh_k += basis * v and a += (sh_k . v) dB_k/d(dir)."""
     base = (row * K + k) * 3
-    acc_r += basis * tl.load(sh_ptr + base + 0, mask=m, other=0.0)
-    acc_g += basis * tl.load(sh_ptr + base + 1, mask=m, other=0.0)
-    acc_b += basis * tl.load(sh_ptr + base + 2, mask=m, other=0.0)
-    return acc_r, acc_g, acc_b
+    s0 = tl.load(sh_ptr + base + 0, mask=m, other=0.0)
+    s1 = tl.load(sh_ptr + base + 1, mask=m, other=0.0)
+    s2 = tl.load(sh_ptr + base + 2, mask=m, other=0.0)
+    if BACKWARD:
+        tl.atomic_add(v_sh_ptr + base + 0, basis * v0, mask=m)
+        tl.atomic_add(v_sh_ptr + base + 1, basis * v1, mask=m)
+        tl.atomic_add(v_sh_ptr + base + 2, basis * v2, mask=m)
+        dot = s0 * v0 + s1 * v1 + s2 * v2
+        a0 += dot * bx
+        a1 += dot * by
+        a2 += dot * bz
+    else:
+        a0 += basis * s0
+        a1 += basis * s1
+        a2 += basis * s2
+    return a0, a1, a2
 
 
 @triton.jit
-def _sh_kernel(sh_ptr, means_ptr, centers_ptr, out_ptr, N, K, DEGREE: tl.constexpr, BLOCK: tl.constexpr):
+def _sh_kernel(sh_ptr, means_ptr, centers_ptr, out_ptr, v_out_ptr, v_sh_ptr, v_means_ptr, N, K,
+               DEGREE: tl.constexpr, BACKWARD: tl.constexpr, BLOCK: tl.constexpr):
+    """SH colours of a block of Gaussians seen from one camera, or (BACKWARD) their gradients.
+
+    Each basis function is listed once with its partial derivatives (bx, by, bz) along the unit direction.
+    """
     cam = tl.program_id(1)
     idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     m = idx < N
@@ -197,58 +216,99 @@ def _sh_kernel(sh_ptr, means_ptr, centers_ptr, out_ptr, N, K, DEGREE: tl.constex
     dz = tl.load(means_ptr + idx * 3 + 2, mask=m, other=0.0) - tl.load(centers_ptr + cam * 3 + 2)
     norm = tl.maximum(tl.sqrt(dx * dx + dy * dy + dz * dz), 1e-12)
     x, y, z = dx / norm, dy / norm, dz / norm
-    r = tl.zeros([BLOCK], dtype=tl.float32)
-    g = tl.zeros([BLOCK], dtype=tl.float32)
-    b = tl.zeros([BLOCK], dtype=tl.float32)
-    r, g, b = _sh_term(r, g, b, sh_ptr, idx, 0, K, 0.28209479177387814 + 0.0 * x, m)
+    out = (cam * N + idx) * 3
+    v0 = tl.zeros([BLOCK], dtype=tl.float32)
+    v1 = tl.zeros([BLOCK], dtype=tl.float32)
+    v2 = tl.zeros([BLOCK], dtype=tl.float32)
+    if BACKWARD:  # the gradient passes where the colour was not clamped at 0
+        v0 = tl.where(tl.load(out_ptr + out + 0, mask=m, other=0.0) > 0, tl.load(v_out_ptr + out + 0, mask=m, other=0.0), 0.0)
+        v1 = tl.where(tl.load(out_ptr + out + 1, mask=m, other=0.0) > 0, tl.load(v_out_ptr + out + 1, mask=m, other=0.0), 0.0)
+        v2 = tl.where(tl.load(out_ptr + out + 2, mask=m, other=0.0) > 0, tl.load(v_out_ptr + out + 2, mask=m, other=0.0), 0.0)
+    zero = 0.0 * x
+    a0, a1, a2 = zero, zero, zero
+    ptrs = (sh_ptr, v_sh_ptr, idx, K, v0, v1, v2, m, BACKWARD)
+    a0, a1, a2 = _sh_term(a0, a1, a2, 0, 0.28209479177387814 + zero, zero, zero, zero, *ptrs)
     if DEGREE > 0:
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 1, K, -0.4886025119029199 * y, m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 2, K, 0.4886025119029199 * z, m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 3, K, -0.4886025119029199 * x, m)
+        c1 = 0.4886025119029199
+        a0, a1, a2 = _sh_term(a0, a1, a2, 1, -c1 * y, zero, -c1 + zero, zero, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 2, c1 * z, zero, zero, c1 + zero, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 3, -c1 * x, -c1 + zero, zero, zero, *ptrs)
     if DEGREE > 1:
         xx, yy, zz = x * x, y * y, z * z
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 4, K, 1.0925484305920792 * x * y, m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 5, K, -1.0925484305920792 * y * z, m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 6, K, 0.31539156525252005 * (2 * zz - xx - yy), m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 7, K, -1.0925484305920792 * x * z, m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 8, K, 0.5462742152960396 * (xx - yy), m)
+        c20, c21, c22, c23, c24 = 1.0925484305920792, -1.0925484305920792, 0.31539156525252005, -1.0925484305920792, 0.5462742152960396
+        a0, a1, a2 = _sh_term(a0, a1, a2, 4, c20 * x * y, c20 * y, c20 * x, zero, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 5, c21 * y * z, zero, c21 * z, c21 * y, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 6, c22 * (2 * zz - xx - yy), -2 * c22 * x, -2 * c22 * y, 4 * c22 * z, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 7, c23 * x * z, c23 * z, zero, c23 * x, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 8, c24 * (xx - yy), 2 * c24 * x, -2 * c24 * y, zero, *ptrs)
     if DEGREE > 2:
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 9, K, -0.5900435899266435 * y * (3 * xx - yy), m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 10, K, 2.890611442640554 * x * y * z, m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 11, K, -0.4570457994644658 * y * (4 * zz - xx - yy), m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 12, K, 0.3731763325901154 * z * (2 * zz - 3 * xx - 3 * yy), m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 13, K, -0.4570457994644658 * x * (4 * zz - xx - yy), m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 14, K, 1.445305721320277 * z * (xx - yy), m)
-        r, g, b = _sh_term(r, g, b, sh_ptr, idx, 15, K, -0.5900435899266435 * x * (xx - 3 * yy), m)
-    out = (cam * N + idx) * 3
-    tl.store(out_ptr + out + 0, tl.maximum(r + 0.5, 0.0), mask=m)
-    tl.store(out_ptr + out + 1, tl.maximum(g + 0.5, 0.0), mask=m)
-    tl.store(out_ptr + out + 2, tl.maximum(b + 0.5, 0.0), mask=m)
+        c30, c31, c32, c33 = -0.5900435899266435, 2.890611442640554, -0.4570457994644658, 0.3731763325901154
+        c34, c35, c36 = -0.4570457994644658, 1.445305721320277, -0.5900435899266435
+        a0, a1, a2 = _sh_term(a0, a1, a2, 9, c30 * y * (3 * xx - yy), 6 * c30 * x * y, c30 * (3 * xx - 3 * yy), zero,
+                              *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 10, c31 * x * y * z, c31 * y * z, c31 * x * z, c31 * x * y, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 11, c32 * y * (4 * zz - xx - yy), -2 * c32 * x * y,
+                              c32 * (4 * zz - xx - 3 * yy), 8 * c32 * y * z, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 12, c33 * z * (2 * zz - 3 * xx - 3 * yy), -6 * c33 * x * z, -6 * c33 * y * z,
+                              c33 * (6 * zz - 3 * xx - 3 * yy), *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 13, c34 * x * (4 * zz - xx - yy), c34 * (4 * zz - 3 * xx - yy),
+                              -2 * c34 * x * y, 8 * c34 * x * z, *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 14, c35 * z * (xx - yy), 2 * c35 * x * z, -2 * c35 * y * z, c35 * (xx - yy),
+                              *ptrs)
+        a0, a1, a2 = _sh_term(a0, a1, a2, 15, c36 * x * (xx - 3 * yy), c36 * (3 * xx - 3 * yy), -6 * c36 * x * y, zero,
+                              *ptrs)
+    if BACKWARD:  # through the normalisation: d(dir)/d(mean) = (I - dir dir^T) / |mean - centre|
+        along = a0 * x + a1 * y + a2 * z
+        tl.atomic_add(v_means_ptr + idx * 3 + 0, (a0 - along * x) / norm, mask=m)
+        tl.atomic_add(v_means_ptr + idx * 3 + 1, (a1 - along * y) / norm, mask=m)
+        tl.atomic_add(v_means_ptr + idx * 3 + 2, (a2 - along * z) / norm, mask=m)
+    else:
+        tl.store(out_ptr + out + 0, tl.maximum(a0 + 0.5, 0.0), mask=m)
+        tl.store(out_ptr + out + 1, tl.maximum(a1 + 0.5, 0.0), mask=m)
+        tl.store(out_ptr + out + 2, tl.maximum(a2 + 0.5, 0.0), mask=m)
 
 
 class _ShToColor(torch.autograd.Function):
-    """Triton SH evaluation forward; backward by autograd over ``reference.sh_to_color``."""
+    """SH evaluation: Triton forward and backward (viewmat gradients, if wanted, by reference autograd)."""
 
     @staticmethod
     def forward(ctx, sh, means, viewmats, degree):
         n, k = sh.shape[0], sh.shape[1]
         out = torch.empty(viewmats.shape[0], n, 3, device=sh.device, dtype=torch.float32)
+        sh32, means32 = sh.detach().float().contiguous(), means.detach().float().contiguous()
+        centers = reference.camera_centers(viewmats.detach().float()).contiguous()
         if n > 0:
-            centers = reference.camera_centers(viewmats.detach().float()).contiguous()
-            grid = (triton.cdiv(n, PROJECT_BLOCK), viewmats.shape[0])
-            _sh_kernel[grid](sh.detach().float().contiguous(), means.detach().float().contiguous(), centers, out,
-                             n, k, DEGREE=degree, BLOCK=PROJECT_BLOCK)
-        ctx.save_for_backward(sh, means, viewmats)
+            _sh_launch(sh32, means32, centers, out, None, degree)
+        ctx.save_for_backward(sh, means, viewmats, out)
         ctx.degree = degree
         return out
 
     @staticmethod
     def backward(ctx, grad):
-        inputs = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad)]
-        wanted = [t for t in inputs if t.requires_grad]
-        with torch.enable_grad():
-            got = iter(torch.autograd.grad(reference.sh_to_color(*inputs, ctx.degree), wanted, grad, allow_unused=True))
-        return (*[next(got) if t.requires_grad else None for t in inputs], None)
+        sh, means, viewmats, out = ctx.saved_tensors
+        if ctx.needs_input_grad[2]:
+            inputs = [t.detach().requires_grad_(need) for t, need in zip((sh, means, viewmats), ctx.needs_input_grad)]
+            wanted = [t for t in inputs if t.requires_grad]
+            with torch.enable_grad():
+                got = iter(torch.autograd.grad(reference.sh_to_color(*inputs, ctx.degree), wanted, grad,
+                                               allow_unused=True))
+            return (*[next(got) if t.requires_grad else None for t in inputs], None)
+        v_sh = torch.zeros(sh.shape, device=sh.device, dtype=torch.float32)
+        v_means = torch.zeros(means.shape, device=sh.device, dtype=torch.float32)
+        if sh.shape[0] > 0:
+            centers = reference.camera_centers(viewmats.detach().float()).contiguous()
+            _sh_launch(sh.detach().float().contiguous(), means.detach().float().contiguous(), centers, out,
+                       (grad.float().contiguous(), v_sh, v_means), ctx.degree)
+        return v_sh, v_means, None, None
+
+
+def _sh_launch(sh, means, centers, out, backward, degree: int) -> None:
+    """Run ``_sh_kernel`` forward (``backward`` None) or backward (``(v_out, v_sh, v_means)``)."""
+    n, k = sh.shape[0], sh.shape[1]
+    v_out, v_sh, v_means = backward if backward is not None else (out, out, out)
+    grid = (triton.cdiv(n, PROJECT_BLOCK), centers.shape[0])
+    _sh_kernel[grid](sh, means, centers, out, v_out, v_sh, v_means, n, k, DEGREE=degree,
+                     BACKWARD=backward is not None, BLOCK=PROJECT_BLOCK)
 
 
 def sh_to_color(sh, means, viewmats, degree: int) -> torch.Tensor:
