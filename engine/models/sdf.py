@@ -141,6 +141,26 @@ class FieldModel(nn.Module):
             h = self.activation(layer(h))
         return self.linears[-1](h).squeeze(-1)
 
+    def with_gradient(self, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(raw values [N], spatial gradient [N, 3]), differentiable w.r.t. the parameters.
+
+        Analytic (double backward) for the frequency encoding; central differences over one finest
+        hash cell for the hash grid, whose kernel has no second derivatives (as in instant-nsr-pl).
+        """
+        if self.arch.encoding != "hashgrid":
+            points = points.detach().requires_grad_(True)
+            values = self(points)
+            (grad,) = torch.autograd.grad(values.sum(), points, create_graph=True)
+            return values, grad
+        h = max(2.0 / self.arch.max_resolution, 1e-3)
+        offsets = torch.eye(3, device=points.device, dtype=points.dtype) * h  # [3, 3]
+        shifted = torch.cat([points, (points[:, None] + offsets).reshape(-1, 3),
+                             (points[:, None] - offsets).reshape(-1, 3)])
+        values = self(shifted)
+        n = len(points)
+        grad = (values[n:4 * n] - values[4 * n:]).reshape(n, 3) / (2.0 * h)
+        return values[:n], grad
+
     @torch.no_grad()
     def field(self, points: torch.Tensor, chunk: int = 1 << 18) -> torch.Tensor:  # [N, 3] -> [N]
         """Signed distance or occupancy probability at normalised points, evaluated in chunks."""

@@ -133,13 +133,6 @@ def prepare_samples(shape: Shape, norm: Normalization, config: FieldFitConfig, g
 
 
 # ----------------------------------------------------------------------------- losses
-def _with_gradient(model: FieldModel, points: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    points = points.detach().requires_grad_(True)
-    values = model(points)
-    (grad,) = torch.autograd.grad(values.sum(), points, create_graph=True)
-    return values, grad
-
-
 def sdf_loss(model: FieldModel, data: _Samples, config: FieldFitConfig, generator: torch.Generator,
              device: torch.device) -> torch.Tensor:
     """IGR-style loss on one random batch."""
@@ -149,7 +142,7 @@ def sdf_loss(model: FieldModel, data: _Samples, config: FieldFitConfig, generato
     near = surface[n_uniform:] + config.near_sigma * torch.randn(
         (config.batch_size - n_uniform, 3), generator=generator).to(device)
     uniform = (torch.rand((n_uniform, 3), generator=generator) * 2.0 - 1.0).to(device)
-    values, grad = _with_gradient(model, torch.cat([surface, near, uniform]))
+    values, grad = model.with_gradient(torch.cat([surface, near, uniform]))
     b = config.batch_size
     loss = values[:b].abs().mean() + config.eikonal_weight * ((grad.norm(dim=-1) - 1.0) ** 2).mean()
     if data.normals is not None:

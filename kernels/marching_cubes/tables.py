@@ -108,9 +108,24 @@ def _triangulations(poly: list[int]):
                 yield [(first, poly[k], last)] + left + right
 
 
+def _edge_midpoint(edge: int) -> np.ndarray:
+    return EDGE_START_OFFSET[edge] + 0.5 * np.eye(3)[EDGE_AXIS[edge]]
+
+
+def _area(tris: list[tuple[int, int, int]]) -> float:
+    """Total area of triangles placed on edge midpoints."""
+    p = lambda e: _edge_midpoint(e)
+    return sum(float(np.linalg.norm(np.cross(p(b) - p(a), p(c) - p(a)))) for a, b, c in tris) / 2.0
+
+
 def _triangulate(loop: list[int], faces) -> list[tuple[int, int, int]]:
-    """A triangulation of ``loop`` none of whose diagonals joins two crossings of one face."""
+    """The smallest-area triangulation of ``loop`` none of whose diagonals joins two crossings of one face.
+
+    Minimal area (on edge midpoints) keeps the triangles of long, non-planar loops from folding over
+    each other; ties go to the first in enumeration order.
+    """
     n = len(loop)
+    best, best_area = None, float("inf")
     for tris in _triangulations(loop):
         ok = True
         for tri in tris:
@@ -119,9 +134,12 @@ def _triangulate(loop: list[int], faces) -> list[tuple[int, int, int]]:
                 adjacent = (ia - ib) % n in (1, n - 1)
                 if not adjacent and _shares_face(a, b, faces):
                     ok = False
-        if ok:
-            return tris
-    raise AssertionError(f"no valid triangulation of loop {loop}")  # never reached for the 256 cases
+        area = _area(tris) if ok else float("inf")
+        if area < best_area - 1e-9:
+            best, best_area = tris, area
+    if best is None:
+        raise AssertionError(f"no valid triangulation of loop {loop}")  # never reached for the 256 cases
+    return best
 
 
 def _case_triangles(case: int, faces) -> list[tuple[int, int, int]]:
