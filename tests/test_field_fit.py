@@ -178,3 +178,22 @@ def test_frequency_gradient_matches_finite_differences(seed):
     h, eye = 1e-5, torch.eye(3, dtype=torch.float64)
     numeric = torch.stack([(model(x + h * eye[i]) - model(x - h * eye[i])) / (2 * h) for i in range(3)], dim=1)
     torch.testing.assert_close(grad, numeric, atol=1e-5, rtol=1e-5)
+
+
+def test_render_finds_the_surface():
+    from recon.engine.render.paths import look_at
+    from recon.engine.scene.camera import Camera
+
+    class ExactSphere(FieldModel):
+        def forward(self, points):  # the SDF of the radius-0.5 sphere
+            return points.norm(dim=-1) - 0.5
+
+    model = ExactSphere(FieldArchitecture(kind="sdf", hidden=8, layers=1))
+    camera = Camera(24, 20, 30.0, 30.0, 12.0, 10.0, look_at(np.array([0.0, -2.0, 0.0]), np.zeros(3),
+                                                            np.array([0.0, 0.0, 1.0])))
+    out = model.render(camera, samples=64)
+    assert out["rgb"].shape == (20, 24, 3) and out["depth"].shape == out["alpha"].shape == (20, 24, 1)
+    assert out["alpha"][10, 12, 0] == 1.0 and out["alpha"][0, 0, 0] == 0.0
+    assert abs(float(out["depth"][10, 12, 0]) - 1.5) < 3e-3  # the front at 2 - 0.5 (pixel centre slightly off-axis)
+    hits = out["alpha"][..., 0] > 0
+    assert 0.1 < float(hits.float().mean()) < 0.9 and bool((out["rgb"][~hits] == 1.0).all())

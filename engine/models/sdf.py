@@ -4,7 +4,7 @@ A ``FieldModel`` maps normalised points in [-1, 1]^3 through an input encoding (
 encoding, or the hash grid of ``engine/models/encoding.py``; a constructor choice) and a softplus MLP to
 one value. For ``sdf`` the network starts as the SDF of a sphere (geometric initialisation of SAL/IGR:
 the encoding's first-layer weights start at zero); for ``occupancy`` it outputs a logit. Mesh export
-uses ``field(points)``, ``level`` and ``inside``.
+uses ``field(points)``, ``level`` and ``inside``; ``render(camera)`` ray-marches the surface.
 """
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ import torch
 from torch import nn
 
 from recon.engine.errors import ReconError
+from recon.engine.models.rays import camera_rays, ray_box_intersection
+from recon.engine.scene.camera import Camera
 from recon.engine.scene.scene import Normalization
 
 # The shape's bounding box is mapped to [-SHAPE_HALF_SIZE, SHAPE_HALF_SIZE]^3 inside the [-1, 1]^3 domain.
@@ -167,6 +169,48 @@ class FieldModel(nn.Module):
         points = points.to(self.device, torch.float32)
         raw = torch.cat([self(c) for c in points.split(chunk)]) if len(points) else points[:, 0]
         return raw if self.kind == "sdf" else torch.sigmoid(raw)
+
+    @torch.no_grad()
+    def render(self, camera: Camera, *, background=None, samples: int = 256, chunk: int = 8192
+               ) -> dict[str, torch.Tensor]:
+        """Ray-march the surface seen by ``camera`` (normalised coordinates): headlight-shaded grey.
+
+        Each ray takes ``samples`` even steps through the domain box; the first step that lands inside
+        is refined by linear interpolation of the field. Returns ``rgb`` [H, W, 3], ``depth`` [H, W, 1]
+        (camera z) and ``alpha`` [H, W, 1] (1 on hits).
+        """
+        origins, directions = camera_rays(camera, self.device)
+        t_near, t_far = ray_box_intersection(origins, directions, self.mesh_bounds.to(self.device))
+        t_near, t_far = t_near.clamp_min(0.0), torch.maximum(t_far, t_near.clamp_min(0.0))
+        frac = torch.linspace(0.0, 1.0, samples, device=self.device)
+        hit_t = torch.full_like(t_near, float("inf"))
+        for start in range(0, len(origins), chunk):
+            sl = slice(start, start + chunk)
+            t = t_near[sl, None] + (t_far - t_near)[sl, None] * frac  # [r, S]
+            values = self.field((origins[sl, None] + t[..., None] * directions[sl, None]).reshape(-1, 3))
+            values = values.reshape(t.shape) - self.level
+            inside = values < 0 if self.inside == "below" else values > 0
+            first = torch.where(inside.any(1), inside.float().argmax(1), torch.full_like(t[:, 0], -1).long())
+            prev = (first - 1).clamp_min(0)
+            rows = torch.arange(len(t), device=self.device)
+            v0, v1 = values[rows, prev], values[rows, first.clamp_min(0)]
+            w = torch.where(first > 0, v0 / (v0 - v1).where((v0 - v1).abs() > 1e-12, torch.ones_like(v0)), 0.0)
+            t_hit = t[rows, prev] + w.clamp(0, 1) * (t[rows, first.clamp_min(0)] - t[rows, prev])
+            hit_t[sl] = torch.where(first >= 0, t_hit, hit_t[sl])
+        hit = torch.isfinite(hit_t)
+        points = origins + hit_t.where(hit, torch.zeros_like(hit_t))[:, None] * directions
+        with torch.enable_grad():
+            normals = torch.cat([self.with_gradient(p)[1].detach() for p in points.split(chunk)])
+        normals = torch.nn.functional.normalize(normals, dim=-1)
+        shade = (0.2 + 0.8 * (normals * directions).sum(-1).abs())[:, None].expand(-1, 3)
+        bg = torch.as_tensor((1.0, 1.0, 1.0) if background is None else background, dtype=torch.float32,
+                             device=self.device)
+        rgb = torch.where(hit[:, None], shade, bg)
+        forward = torch.as_tensor(camera.camera_to_world[:3, 2], dtype=torch.float32, device=self.device)
+        depth = torch.where(hit, hit_t * (directions @ forward), torch.zeros_like(hit_t))
+        shape = (camera.height, camera.width)
+        return {"rgb": rgb.reshape(*shape, 3), "depth": depth.reshape(*shape, 1),
+                "alpha": hit.float().reshape(*shape, 1)}
 
     def checkpoint_state(self) -> dict:
         """The checkpoint's ``model`` entry."""
