@@ -38,7 +38,7 @@ def add_config_arguments(parser: argparse.ArgumentParser | Any, cls: type, *, sk
         if f.name in skip or f.name in known or f.metadata.get("cli") is False:
             continue
         annotation = hints[f.name]
-        help_text = f.metadata.get("help", "")
+        help_text = f.metadata.get("help", "").replace("%", "%%")  # argparse %-formats help strings
         if f.default is not dataclasses.MISSING:
             help_text += f" (default: {f.default})"
         kwargs: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": help_text}

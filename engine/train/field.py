@@ -43,7 +43,7 @@ class FieldFitConfig:
     steps: int = _opt(3000, "optimisation steps")
     seed: int = _opt(0, "random seed")
     batch_size: int = _opt(4096, "surface samples per step (as many off-surface samples)")
-    lr: float = _opt(1e-3, "Adam learning rate (cosine decay to 5% over the steps)")
+    lr: float = _opt(1e-3, "Adam learning rate (cosine decay to 1/20 of it over the steps)")
     encoding: Literal["frequency", "hashgrid"] = _opt("frequency", "input encoding of the field network")
     frequencies: int = _opt(6, "frequency encoding: octaves")
     n_levels: int = _opt(16, "hash-grid levels")
@@ -111,8 +111,6 @@ def _oriented_mesh(shape: Shape, norm: Normalization) -> tuple[torch.Tensor, tor
 def prepare_samples(shape: Shape, norm: Normalization, config: FieldFitConfig, generator: torch.Generator
                     ) -> _Samples:
     """Surface points (+ normals) and, for occupancy, winding-number-labelled samples."""
-    if config.kind == "occupancy" and not shape.is_mesh:
-        raise ReconError("occupancy fitting needs a mesh (.ply/.obj with faces) to label inside and outside")
     if not shape.is_mesh:
         points = torch.as_tensor(norm.to_normalized(shape.points), dtype=torch.float32)
         normals = None if shape.normals is None else torch.nn.functional.normalize(
@@ -208,6 +206,8 @@ def fit(source: Path, config: FieldFitConfig, run_dir: Path, *, resume: bool,
     if config.steps < 1 or config.batch_size < 1:
         raise ReconError(f"--steps and --batch-size must be at least 1, got {config.steps} and {config.batch_size}")
     shape = read_shape(source)
+    if config.kind == "occupancy" and not shape.is_mesh:
+        raise ReconError(f"{source}: occupancy fitting needs a mesh (.ply/.obj with faces) to tell inside from outside")
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     if state is not None:
