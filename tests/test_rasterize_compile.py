@@ -33,6 +33,7 @@ SCRIPT = textwrap.dedent(
                     "radii_ptr": "*i32"})
     cases = [
         (kernels._project_kernel, {"ANTIALIASED": True, "BLOCK": 128}),
+        (kernels._project_bwd_kernel, {"ANTIALIASED": True, "BLOCK": 128}),
         (kernels._sh_kernel, {"DEGREE": 3, "BACKWARD": False, "BLOCK": 128}),
         (kernels._sh_kernel, {"DEGREE": 3, "BACKWARD": True, "BLOCK": 128}),
         (kernels._blend_fwd_kernel, {"HAS_BG": True, "TILE": 16, "BLOCK_D": 4}),
@@ -66,4 +67,4 @@ def test_kernels_lower_to_ptx():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}  # compile, do not interpret
     result = subprocess.run([sys.executable, "-c", SCRIPT], env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.count(" ok") == 5
+    assert result.stdout.count(" ok") == 6

@@ -1,7 +1,7 @@
 """Triton kernels of the rasterizer stages, with the same names and signatures as ``reference.py``.
 
-* ``project_gaussians``: forward in a Triton kernel; its backward re-runs the torch reference under autograd
-  (the projection is per-Gaussian and cheap next to blending).
+* ``project_gaussians``: forward and backward Triton kernels (gradients to camera matrices, rarely wanted,
+  go through the reference by autograd).
 * ``sh_to_color``: forward and backward in one Triton kernel (a flag picks the direction).
 * ``blend_tiles``: forward and backward Triton kernels, one program per (camera, tile). The backward walks
   each tile back to front from the last contributing Gaussian, reduces each Gaussian's gradients over the
@@ -25,15 +25,8 @@ FOV_MARGIN = tl.constexpr(reference.FOV_CLAMP - 1.0)
 
 
 @triton.jit
-def _project_kernel(
-    means_ptr, quats_ptr, scales_ptr, opac_ptr, viewmats_ptr, ks_ptr,
-    means2d_ptr, conics_ptr, depths_ptr, radii_ptr, opac_out_ptr, comp_ptr,
-    N, width, height, near, far, eps2d,
-    ANTIALIASED: tl.constexpr, BLOCK: tl.constexpr,
-):
-    cam = tl.program_id(1)
-    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    m = idx < N
+def _project_common(means_ptr, quats_ptr, scales_ptr, viewmats_ptr, ks_ptr, idx, m, cam, width, height, near, far):
+    """Shared forward algebra of the projection (the backward kernel recomputes it rather than storing it)."""
     px = tl.load(means_ptr + idx * 3 + 0, mask=m, other=0.0)
     py = tl.load(means_ptr + idx * 3 + 1, mask=m, other=0.0)
     pz = tl.load(means_ptr + idx * 3 + 2, mask=m, other=0.0)
@@ -44,7 +37,6 @@ def _project_kernel(
     sx = tl.load(scales_ptr + idx * 3 + 0, mask=m, other=0.0)
     sy = tl.load(scales_ptr + idx * 3 + 1, mask=m, other=0.0)
     sz = tl.load(scales_ptr + idx * 3 + 2, mask=m, other=0.0)
-    opac = tl.load(opac_ptr + idx, mask=m, other=0.0)
 
     vm = viewmats_ptr + cam * 16
     r00, r01, r02, t0 = tl.load(vm + 0), tl.load(vm + 1), tl.load(vm + 2), tl.load(vm + 3)
@@ -62,45 +54,67 @@ def _project_kernel(
     # Rotation of the normalised quaternion, scaled columns M = R diag(s), covariance M M^T.
     qn = tl.maximum(tl.sqrt(qw * qw + qx * qx + qy * qy + qz * qz), 1e-12)
     qw, qx, qy, qz = qw / qn, qx / qn, qy / qn, qz / qn
-    m00 = (1 - 2 * (qy * qy + qz * qz)) * sx
-    m01 = 2 * (qx * qy - qw * qz) * sy
-    m02 = 2 * (qx * qz + qw * qy) * sz
-    m10 = 2 * (qx * qy + qw * qz) * sx
-    m11 = (1 - 2 * (qx * qx + qz * qz)) * sy
-    m12 = 2 * (qy * qz - qw * qx) * sz
-    m20 = 2 * (qx * qz - qw * qy) * sx
-    m21 = 2 * (qy * qz + qw * qx) * sy
-    m22 = (1 - 2 * (qx * qx + qy * qy)) * sz
-    # Camera-space M: W = R_view M, so the camera covariance is W W^T.
-    w00 = r00 * m00 + r01 * m10 + r02 * m20
-    w01 = r00 * m01 + r01 * m11 + r02 * m21
-    w02 = r00 * m02 + r01 * m12 + r02 * m22
-    w10 = r10 * m00 + r11 * m10 + r12 * m20
-    w11 = r10 * m01 + r11 * m11 + r12 * m21
-    w12 = r10 * m02 + r11 * m12 + r12 * m22
-    w20 = r20 * m00 + r21 * m10 + r22 * m20
-    w21 = r20 * m01 + r21 * m11 + r22 * m21
-    w22 = r20 * m02 + r21 * m12 + r22 * m22
+    q00 = 1 - 2 * (qy * qy + qz * qz)
+    q01 = 2 * (qx * qy - qw * qz)
+    q02 = 2 * (qx * qz + qw * qy)
+    q10 = 2 * (qx * qy + qw * qz)
+    q11 = 1 - 2 * (qx * qx + qz * qz)
+    q12 = 2 * (qy * qz - qw * qx)
+    q20 = 2 * (qx * qz - qw * qy)
+    q21 = 2 * (qy * qz + qw * qx)
+    q22 = 1 - 2 * (qx * qx + qy * qy)
+    # Camera-space M: W = R_view R diag(s), so the camera covariance is W W^T.
+    w00 = r00 * q00 * sx + r01 * q10 * sx + r02 * q20 * sx
+    w01 = r00 * q01 * sy + r01 * q11 * sy + r02 * q21 * sy
+    w02 = r00 * q02 * sz + r01 * q12 * sz + r02 * q22 * sz
+    w10 = r10 * q00 * sx + r11 * q10 * sx + r12 * q20 * sx
+    w11 = r10 * q01 * sy + r11 * q11 * sy + r12 * q21 * sy
+    w12 = r10 * q02 * sz + r11 * q12 * sz + r12 * q22 * sz
+    w20 = r20 * q00 * sx + r21 * q10 * sx + r22 * q20 * sx
+    w21 = r20 * q01 * sy + r21 * q11 * sy + r22 * q21 * sy
+    w22 = r20 * q02 * sz + r21 * q12 * sz + r22 * q22 * sz
 
     tan_fovx = 0.5 * width / fx
     tan_fovy = 0.5 * height / fy
-    lim_x_pos = (width - cx) / fx + FOV_MARGIN * tan_fovx
-    lim_x_neg = cx / fx + FOV_MARGIN * tan_fovx
-    lim_y_pos = (height - cy) / fy + FOV_MARGIN * tan_fovy
-    lim_y_neg = cy / fy + FOV_MARGIN * tan_fovy
-    tx = zs * tl.minimum(lim_x_pos, tl.maximum(-lim_x_neg, x / zs))
-    ty = zs * tl.minimum(lim_y_pos, tl.maximum(-lim_y_neg, y / zs))
+    ux = tl.minimum((width - cx) / fx + FOV_MARGIN * tan_fovx, tl.maximum(-(cx / fx + FOV_MARGIN * tan_fovx), x / zs))
+    uy = tl.minimum((height - cy) / fy + FOV_MARGIN * tan_fovy, tl.maximum(-(cy / fy + FOV_MARGIN * tan_fovy), y / zs))
+    clamped_x = ux != x / zs
+    clamped_y = uy != y / zs
+    tx = zs * ux
+    ty = zs * uy
     j00 = fx / zs
     j02 = -fx * tx / (zs * zs)
     j11 = fy / zs
     j12 = -fy * ty / (zs * zs)
-    # Rows of J W (2 x 3); the 2D covariance is (J W)(J W)^T.
+    # Rows of T = J W (2 x 3); the 2D covariance is T T^T.
     a0 = j00 * w00 + j02 * w20
     a1 = j00 * w01 + j02 * w21
     a2 = j00 * w02 + j02 * w22
     b0 = j11 * w10 + j12 * w20
     b1 = j11 * w11 + j12 * w21
     b2 = j11 * w12 + j12 * w22
+    return (x, y, z, in_depth, zs, fx, fy, cx, cy, tx, ty, clamped_x, clamped_y, j00, j02, j11, j12,
+            a0, a1, a2, b0, b1, b2, w00, w01, w02, w10, w11, w12, w20, w21, w22,
+            r00, r01, r02, r10, r11, r12, r20, r21, r22,
+            q00, q01, q02, q10, q11, q12, q20, q21, q22, qw, qx, qy, qz, qn, sx, sy, sz)
+
+
+@triton.jit
+def _project_kernel(
+    means_ptr, quats_ptr, scales_ptr, opac_ptr, viewmats_ptr, ks_ptr,
+    means2d_ptr, conics_ptr, depths_ptr, radii_ptr, opac_out_ptr, comp_ptr,
+    N, width, height, near, far, eps2d,
+    ANTIALIASED: tl.constexpr, BLOCK: tl.constexpr,
+):
+    cam = tl.program_id(1)
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = idx < N
+    (x, y, z, in_depth, zs, fx, fy, cx, cy, tx, ty, clamped_x, clamped_y, j00, j02, j11, j12,
+     a0, a1, a2, b0, b1, b2, w00, w01, w02, w10, w11, w12, w20, w21, w22,
+     r00, r01, r02, r10, r11, r12, r20, r21, r22,
+     q00, q01, q02, q10, q11, q12, q20, q21, q22, qw, qx, qy, qz, qn, sx, sy, sz) = _project_common(
+        means_ptr, quats_ptr, scales_ptr, viewmats_ptr, ks_ptr, idx, m, cam, width, height, near, far)
+    opac = tl.load(opac_ptr + idx, mask=m, other=0.0)
     ca = a0 * a0 + a1 * a1 + a2 * a2
     cb = a0 * b0 + a1 * b1 + a2 * b2
     cc = b0 * b0 + b1 * b1 + b2 * b2
@@ -135,40 +149,171 @@ def _project_kernel(
     tl.store(comp_ptr + out, comp, mask=m)
 
 
+@triton.jit
+def _project_bwd_kernel(
+    means_ptr, quats_ptr, scales_ptr, opac_ptr, viewmats_ptr, ks_ptr, radii_ptr, comp_ptr,
+    v_means2d_ptr, v_conics_ptr, v_depths_ptr, v_opac_out_ptr, v_comp_ptr,
+    v_means_ptr, v_quats_ptr, v_scales_ptr, v_opac_ptr,
+    N, width, height, near, far, eps2d,
+    ANTIALIASED: tl.constexpr, BLOCK: tl.constexpr,
+):
+    cam = tl.program_id(1)
+    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    m = idx < N
+    (x, y, z, in_depth, zs, fx, fy, cx, cy, tx, ty, clamped_x, clamped_y, j00, j02, j11, j12,
+     a0, a1, a2, b0, b1, b2, w00, w01, w02, w10, w11, w12, w20, w21, w22,
+     r00, r01, r02, r10, r11, r12, r20, r21, r22,
+     q00, q01, q02, q10, q11, q12, q20, q21, q22, qw, qx, qy, qz, qn, sx, sy, sz) = _project_common(
+        means_ptr, quats_ptr, scales_ptr, viewmats_ptr, ks_ptr, idx, m, cam, width, height, near, far)
+    out = cam * N + idx
+    opac = tl.load(opac_ptr + idx, mask=m, other=0.0)
+    valid = m & ((tl.load(radii_ptr + out * 2 + 0, mask=m, other=0) > 0)
+                 | (tl.load(radii_ptr + out * 2 + 1, mask=m, other=0) > 0))
+    comp = tl.load(comp_ptr + out, mask=m, other=0.0)
+    v_opac_out = tl.load(v_opac_out_ptr + out, mask=m, other=0.0)
+    v_comp = tl.load(v_comp_ptr + out, mask=m, other=0.0)
+    if ANTIALIASED:
+        v_o = v_opac_out * comp
+        v_comp += v_opac_out * opac
+    else:
+        v_o = v_opac_out
+    ca0 = a0 * a0 + a1 * a1 + a2 * a2
+    cb = a0 * b0 + a1 * b1 + a2 * b2
+    cc0 = b0 * b0 + b1 * b1 + b2 * b2
+    ca = ca0 + eps2d
+    cc = cc0 + eps2d
+    det = tl.where(valid, ca * cc - cb * cb, 1.0)
+    det_orig = ca0 * cc0 - cb * cb
+    # Conic = inverse(cov): d cov = -inv V inv, with V the symmetric matrix of the conic gradients.
+    ia, ib, ic = cc / det, -cb / det, ca / det
+    va = tl.load(v_conics_ptr + out * 3 + 0, mask=valid, other=0.0)
+    vb = 0.5 * tl.load(v_conics_ptr + out * 3 + 1, mask=valid, other=0.0)
+    vc = tl.load(v_conics_ptr + out * 3 + 2, mask=valid, other=0.0)
+    p00 = ia * va + ib * vb
+    p01 = ia * vb + ib * vc
+    p10 = ib * va + ic * vb
+    p11 = ib * vb + ic * vc
+    g_a = -(p00 * ia + p01 * ib)
+    g_b = -2.0 * (p00 * ib + p01 * ic)
+    g_c = -(p10 * ib + p11 * ic)
+    # Compensation sqrt(det_orig / det) (its gradient is 0 where the ratio was clamped at 0 or culled).
+    ratio = det_orig / det
+    v_ratio = tl.where(valid & (ratio > 0), v_comp * 0.5 / tl.sqrt(tl.maximum(ratio, 1e-30)), 0.0)
+    g_a += v_ratio * (cc0 * det - det_orig * cc) / (det * det)
+    g_c += v_ratio * (ca0 * det - det_orig * ca) / (det * det)
+    g_b += v_ratio * 2.0 * cb * (det_orig - det) / (det * det)
+    # cov = T T^T, T = J W: dT = 2 G T with G = [[g_a, g_b/2], [g_b/2, g_c]].
+    da0 = 2 * g_a * a0 + g_b * b0
+    da1 = 2 * g_a * a1 + g_b * b1
+    da2 = 2 * g_a * a2 + g_b * b2
+    db0 = g_b * a0 + 2 * g_c * b0
+    db1 = g_b * a1 + 2 * g_c * b1
+    db2 = g_b * a2 + 2 * g_c * b2
+    dj00 = da0 * w00 + da1 * w01 + da2 * w02
+    dj02 = da0 * w20 + da1 * w21 + da2 * w22
+    dj11 = db0 * w10 + db1 * w11 + db2 * w12
+    dj12 = db0 * w20 + db1 * w21 + db2 * w22
+    dw00, dw01, dw02 = j00 * da0, j00 * da1, j00 * da2
+    dw10, dw11, dw12 = j11 * db0, j11 * db1, j11 * db2
+    dw20, dw21, dw22 = j02 * da0 + j12 * db0, j02 * da1 + j12 * db1, j02 * da2 + j12 * db2
+    # W = R_view Q diag(s): dM = R_view^T dW, then scales and the rotation Q.
+    dm00 = r00 * dw00 + r10 * dw10 + r20 * dw20
+    dm01 = r00 * dw01 + r10 * dw11 + r20 * dw21
+    dm02 = r00 * dw02 + r10 * dw12 + r20 * dw22
+    dm10 = r01 * dw00 + r11 * dw10 + r21 * dw20
+    dm11 = r01 * dw01 + r11 * dw11 + r21 * dw21
+    dm12 = r01 * dw02 + r11 * dw12 + r21 * dw22
+    dm20 = r02 * dw00 + r12 * dw10 + r22 * dw20
+    dm21 = r02 * dw01 + r12 * dw11 + r22 * dw21
+    dm22 = r02 * dw02 + r12 * dw12 + r22 * dw22
+    tl.atomic_add(v_scales_ptr + idx * 3 + 0, dm00 * q00 + dm10 * q10 + dm20 * q20, mask=valid)
+    tl.atomic_add(v_scales_ptr + idx * 3 + 1, dm01 * q01 + dm11 * q11 + dm21 * q21, mask=valid)
+    tl.atomic_add(v_scales_ptr + idx * 3 + 2, dm02 * q02 + dm12 * q12 + dm22 * q22, mask=valid)
+    d00, d01, d02 = dm00 * sx, dm01 * sy, dm02 * sz
+    d10, d11, d12 = dm10 * sx, dm11 * sy, dm12 * sz
+    d20, d21, d22 = dm20 * sx, dm21 * sy, dm22 * sz
+    gw = 2 * (-qz * d01 + qy * d02 + qz * d10 - qx * d12 - qy * d20 + qx * d21)
+    gx = 2 * (qy * d01 + qz * d02 + qy * d10 - 2 * qx * d11 - qw * d12 + qz * d20 + qw * d21 - 2 * qx * d22)
+    gy = 2 * (-2 * qy * d00 + qx * d01 + qw * d02 + qx * d10 + qz * d12 - qw * d20 + qz * d21 - 2 * qy * d22)
+    gz = 2 * (-2 * qz * d00 - qw * d01 + qx * d02 + qw * d10 - 2 * qz * d11 + qy * d12 + qx * d20 + qy * d21)
+    along = gw * qw + gx * qx + gy * qy + gz * qz
+    tl.atomic_add(v_quats_ptr + idx * 4 + 0, (gw - along * qw) / qn, mask=valid)
+    tl.atomic_add(v_quats_ptr + idx * 4 + 1, (gx - along * qx) / qn, mask=valid)
+    tl.atomic_add(v_quats_ptr + idx * 4 + 2, (gy - along * qy) / qn, mask=valid)
+    tl.atomic_add(v_quats_ptr + idx * 4 + 3, (gz - along * qz) / qn, mask=valid)
+    # Camera-space mean: through means2d, the Jacobian (clamped tangents do not depend on x / y) and depth.
+    vu = tl.load(v_means2d_ptr + out * 2 + 0, mask=valid, other=0.0)
+    vv = tl.load(v_means2d_ptr + out * 2 + 1, mask=valid, other=0.0)
+    z2 = zs * zs
+    z3 = z2 * zs
+    gxc = vu * fx / zs + tl.where(clamped_x, 0.0, -dj02 * fx / z2)
+    gyc = vv * fy / zs + tl.where(clamped_y, 0.0, -dj12 * fy / z2)
+    gzc = -vu * fx * x / z2 - vv * fy * y / z2 - dj00 * fx / z2 - dj11 * fy / z2
+    gzc += tl.where(clamped_x, 1.0, 2.0) * dj02 * fx * tx / z3 + tl.where(clamped_y, 1.0, 2.0) * dj12 * fy * ty / z3
+    gxc = tl.where(valid, gxc, 0.0)
+    gyc = tl.where(valid, gyc, 0.0)
+    gzc = tl.where(valid, gzc, 0.0) + tl.load(v_depths_ptr + out, mask=m, other=0.0)
+    tl.atomic_add(v_means_ptr + idx * 3 + 0, r00 * gxc + r10 * gyc + r20 * gzc, mask=m)
+    tl.atomic_add(v_means_ptr + idx * 3 + 1, r01 * gxc + r11 * gyc + r21 * gzc, mask=m)
+    tl.atomic_add(v_means_ptr + idx * 3 + 2, r02 * gxc + r12 * gyc + r22 * gzc, mask=m)
+    tl.atomic_add(v_opac_ptr + idx, v_o, mask=m)
+
+
 _PROJECT_OUTPUTS = ("means2d", "conics", "depths", "radii", "opacities", "compensations")
 
 
 class _Project(torch.autograd.Function):
-    """Triton projection forward; backward by autograd over ``reference.project_gaussians``."""
+    """Projection: Triton forward and backward (viewmat/K gradients, if wanted, by reference autograd)."""
 
     @staticmethod
     def forward(ctx, means, quats, scales, opacities, viewmats, Ks, options):
         n_cams, n = viewmats.shape[0], means.shape[0]
-        width, height, near, far, eps2d, antialiased = options
         f32 = dict(device=means.device, dtype=torch.float32)
         outs = (torch.empty(n_cams, n, 2, **f32), torch.empty(n_cams, n, 3, **f32), torch.empty(n_cams, n, **f32),
                 torch.empty(n_cams, n, 2, device=means.device, dtype=torch.int32), torch.empty(n_cams, n, **f32),
                 torch.empty(n_cams, n, **f32))
+        ins = [t.detach().float().contiguous() for t in (means, quats, scales, opacities, viewmats, Ks)]
         if n > 0:
-            ins = [t.detach().float().contiguous() for t in (means, quats, scales, opacities, viewmats, Ks)]
-            grid = (triton.cdiv(n, PROJECT_BLOCK), n_cams)
-            _project_kernel[grid](*ins, *outs, n, width, height, near, far, eps2d,
-                                  ANTIALIASED=bool(antialiased), BLOCK=PROJECT_BLOCK)
-        ctx.save_for_backward(means, quats, scales, opacities, viewmats, Ks)
+            _project_launch(_project_kernel, ins, outs, options)
+        ctx.save_for_backward(means, quats, scales, opacities, viewmats, Ks, outs[3], outs[5])
         ctx.options = options
         ctx.mark_non_differentiable(outs[3])
         return outs
 
     @staticmethod
     def backward(ctx, *grads):
-        inputs = [t.detach().requires_grad_(need) for t, need in zip(ctx.saved_tensors, ctx.needs_input_grad)]
-        with torch.enable_grad():
-            out = reference.project_gaussians(*inputs, *ctx.options)
-            pairs = [(out[k], g) for k, g in zip(_PROJECT_OUTPUTS, grads) if k != "radii" and g is not None]
-            wanted = [t for t in inputs if t.requires_grad]
-            got = torch.autograd.grad([p for p, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)
-        got = iter(got)
-        return (*[next(got) if t.requires_grad else None for t in inputs], None)
+        *saved, radii, comp = ctx.saved_tensors
+        if ctx.needs_input_grad[4] or ctx.needs_input_grad[5]:
+            return _project_backward_by_reference(saved, ctx.needs_input_grad, ctx.options, grads)
+        ins = [t.detach().float().contiguous() for t in saved]
+        dense = [g.float().contiguous() if g is not None else torch.zeros(o.shape, device=radii.device)
+                 for g, o in zip(grads, (comp[..., None].expand(-1, -1, 2), comp[..., None].expand(-1, -1, 3), comp,
+                                         radii, comp, comp))]
+        v_inputs = [torch.zeros_like(t) for t in ins[:4]]
+        if ins[0].shape[0] > 0:
+            _project_launch(_project_bwd_kernel, [*ins, radii, comp],
+                            (dense[0], dense[1], dense[2], dense[4], dense[5], *v_inputs), ctx.options)
+        return (*v_inputs, None, None, None)
+
+
+def _project_launch(kernel, ins, outs, options) -> None:
+    """Launch a projection kernel over (Gaussian blocks, cameras)."""
+    width, height, near, far, eps2d, antialiased = options
+    n, n_cams = ins[0].shape[0], ins[4].shape[0]
+    grid = (triton.cdiv(n, PROJECT_BLOCK), n_cams)
+    kernel[grid](*ins, *outs, n, width, height, near, far, eps2d, ANTIALIASED=bool(antialiased), BLOCK=PROJECT_BLOCK)
+
+
+def _project_backward_by_reference(saved, needs, options, grads):
+    """Gradients of the projection by autograd over the reference (used when cameras need gradients)."""
+    inputs = [t.detach().requires_grad_(need) for t, need in zip(saved, needs)]
+    with torch.enable_grad():
+        out = reference.project_gaussians(*inputs, *options)
+        pairs = [(out[k], g) for k, g in zip(_PROJECT_OUTPUTS, grads) if k != "radii" and g is not None]
+        wanted = [t for t in inputs if t.requires_grad]
+        got = torch.autograd.grad([p for p, _ in pairs], wanted, [g for _, g in pairs], allow_unused=True)
+    got = iter(got)
+    return (*[next(got) if t.requires_grad else None for t in inputs], None)
 
 
 def project_gaussians(means, quats, scales, opacities, viewmats, Ks, width, height, near=0.01, far=1e10, eps2d=0.3,
