@@ -108,3 +108,17 @@ def test_bad_input_exits_2(gaussian_run, tmp_path, capsys, args, message):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("recon: error:") and message in err[0]
     assert not (tmp_path / "o.mp4").exists() and not (tmp_path / "o.ply").exists()
+
+
+def test_render_ply_with_scene(gaussian_run, tmp_path):
+    """A 3DGS PLY renders with the cameras and normalisation of a scene folder."""
+    import imageio.v3 as iio
+
+    from recon.engine.scene.demo import write_demo_scene
+
+    run, _ = gaussian_run
+    scene = write_demo_scene(tmp_path / "scene", views=4, resolution=16)
+    assert main(["export", str(run), "--ply", str(tmp_path / "x.ply")]) == 0
+    assert main(["render", str(tmp_path / "x.ply"), "--scene", str(scene), "--path", "spiral", "--frames", "3",
+                 "-o", str(tmp_path / "x.mp4")]) == 0
+    assert iio.imread(tmp_path / "x.mp4").shape == (3, 16, 16, 3)
