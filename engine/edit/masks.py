@@ -57,16 +57,18 @@ def _read_raw(path: Path) -> np.ndarray:
     return data.astype(np.int64)
 
 
+def size_factor(path: Path, size: tuple[int, int], view_size: tuple[int, int]) -> int:
+    """The integer factor by which an image of (width, height) ``size`` is larger than its view; else an error."""
+    factor = size[0] / view_size[0]
+    if factor < 1 or factor != int(factor) or size[1] != view_size[1] * factor:
+        raise ReconError(f"{path}: size {size[0]}x{size[1]} does not match its view's image size "
+                         f"{view_size[0]}x{view_size[1]}")
+    return int(factor)
+
+
 def _fit_to_view(mask: np.ndarray, path: Path, size: tuple[int, int]) -> np.ndarray:
     """Area-average a float mask [H, W, L] down to the view's (width, height) when an integer factor apart."""
-    height, width = mask.shape[:2]
-    if (width, height) == tuple(size):
-        return mask
-    fx, fy = width / size[0], height / size[1]
-    if fx != fy or fx != int(fx) or fx < 1:
-        raise ReconError(f"{path}: mask size {width}x{height} does not match its view's image size "
-                         f"{size[0]}x{size[1]}")
-    f = int(fx)
+    f = size_factor(path, (mask.shape[1], mask.shape[0]), size)
     return mask.reshape(size[1], f, size[0], f, -1).mean(axis=(1, 3))
 
 

@@ -40,7 +40,7 @@ class Selection:
                          self.threshold)
 
 
-def trace_weights(
+def trace_totals(
     means: torch.Tensor,  # [N, 3]
     quats: torch.Tensor,  # [N, 4] wxyz
     scales: torch.Tensor,  # [N, 3] linear
@@ -53,8 +53,11 @@ def trace_weights(
     *,
     views_per_batch: int = 8,
     **options,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Label weights [N, L] and the seen flag [N] of every Gaussian, from masks of C views."""
+) -> torch.Tensor:
+    """Per Gaussian, sum_p o_i T_i M_j for each label j and, last, sum_p o_i T_i over C views. [N, L + 1]
+
+    Views of other sizes add their totals: ``label_weights`` turns the sum into weights.
+    """
     from recon.kernels.rasterize import gaussian_pixel_weights
 
     n_labels = masks.shape[-1]
@@ -67,10 +70,20 @@ def trace_weights(
         totals += gaussian_pixel_weights(
             means, quats, scales, opacities, viewmats[start:start + views_per_batch],
             Ks[start:start + views_per_batch], width, height, pixel_weights, **options).float()
+    return totals
+
+
+def label_weights(totals: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # totals: [N, L + 1]
+    """Label weights [N, L] (numerators over the last column) and the seen flag [N] (a non-zero denominator)."""
     denominator = totals[:, -1]
     seen = denominator > 1e-8
     weights = torch.where(seen[:, None], totals[:, :-1] / denominator.clamp_min(1e-8)[:, None], 0.0)
     return weights.clamp(0.0, 1.0), seen
+
+
+def trace_weights(*args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+    """``label_weights(trace_totals(...))``: label weights [N, L] and seen flags [N] from one set of views."""
+    return label_weights(trace_totals(*args, **kwargs))
 
 
 def select(weights: torch.Tensor, seen: torch.Tensor, label_index: int, threshold: float = 0.5) -> torch.Tensor:
