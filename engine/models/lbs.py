@@ -98,6 +98,6 @@ def lbs(betas: torch.Tensor, full_pose: torch.Tensor, v_template: torch.Tensor, 
     pose_offsets = (pose_features(rot_mats) @ posedirs).reshape(batch, -1, 3)
     v_posed = v_shaped + pose_offsets
     posed_joints, transforms = batch_rigid_transform(rot_mats, joints, parents)
-    per_vertex = torch.einsum("vj,bjmn->bvmn", weights, transforms)  # [B, V, 4, 4]
+    per_vertex = (weights @ transforms.reshape(batch, -1, 16)).reshape(batch, -1, 4, 4)  # [B, V, 4, 4]
     vertices = (per_vertex[..., :3, :3] @ v_posed[..., None])[..., 0] + per_vertex[..., :3, 3]
     return vertices, posed_joints

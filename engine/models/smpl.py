@@ -81,6 +81,8 @@ class _ModelUnpickler(pickle.Unpickler):
         ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
         ("numpy", "ndarray"), ("numpy", "dtype"), ("copyreg", "_reconstructor"), ("copy_reg", "_reconstructor"),
         ("copyreg", "__newobj__"), ("builtins", "object"), ("__builtin__", "object"),
+        ("_codecs", "encode"),  # byte strings pickled by Python 3 at protocol 2
+        ("builtins", "set"), ("__builtin__", "set"), ("builtins", "frozenset"), ("__builtin__", "frozenset"),
     }
 
     def find_class(self, module: str, name: str) -> Any:

@@ -42,7 +42,7 @@ class FitConfig:
     share_betas: bool = field(default=False, metadata={"help": "one body shape for all frames"})
     sigma: float = field(default=100.0, metadata={"help": "Geman-McClure scale of 2D residuals, pixels"})
     min_confidence: float = field(default=0.1, metadata={"help": "keypoints below this confidence are ignored"})
-    scan_points: int = field(default=4000, metadata={"help": "scan points used by the chamfer term"})
+    scan_points: int = field(default=2000, metadata={"help": "scan points used by the chamfer term"})
 
 
 @dataclass
@@ -156,22 +156,6 @@ def _all_residuals(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitCon
 def _tile(values: torch.Tensor, rows: int) -> torch.Tensor:
     """``values`` [F, ...] repeated along dim 0 to ``rows`` (the solver stacks copies of the frames)."""
     return values.repeat(rows // values.shape[0], *([1] * (values.dim() - 1)))
-
-
-def _lbfgs(x: torch.Tensor, objective: Callable[[torch.Tensor], torch.Tensor], iterations: int) -> torch.Tensor:
-    """Minimise a scalar ``objective(x)`` with L-BFGS (strong Wolfe line search); returns the new x."""
-    x = x.detach().clone().requires_grad_(True)
-    optimizer = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations, history_size=50,
-                                  tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimizer.zero_grad()
-        loss = objective(x)
-        loss.backward()
-        return loss
-
-    optimizer.step(closure)
-    return x.detach()
 
 
 def _torso_mask(model: SMPL, device: torch.device) -> torch.Tensor:
@@ -418,12 +402,25 @@ def chamfer(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tenso
     return d.min(2).values.mean(1), d.min(1).values.mean(1)
 
 
+def _icp_residuals(points: torch.Tensor, scan: torch.Tensor, to_scan: torch.Tensor,
+                   to_model: torch.Tensor) -> torch.Tensor:
+    """Chamfer residuals [G', R] (mm) for fixed correspondences: model ``points`` [G', N, 3] minus their
+    matched scan points, and matched model points minus each scan point (``scan`` [M, 3]); ``to_scan``
+    [G, N] and ``to_model`` [G, M] index the matches of G rows, tiled over stacked copies."""
+    rows = points.shape[0]
+    to_scan, to_model = _tile(to_scan, rows), _tile(to_model, rows)
+    forward = points - scan[to_scan]  # [G', N, 3]
+    backward = torch.gather(points, 1, to_model[..., None].expand(-1, -1, 3)) - scan  # [G', M, 3]
+    return MM * torch.cat([forward.reshape(rows, -1) / points.shape[1] ** 0.5,
+                           backward.reshape(rows, -1) / scan.shape[0] ** 0.5], -1)
+
+
 def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "scan", seed: int = 0) -> FitResult:
     """Fit one body to a scan's points [N, 3] (metres, y up) with a symmetric chamfer distance plus priors.
 
-    Stage 0 tries four headings about the vertical axis and keeps the best; then L-BFGS on all
-    parameters with shrinking prior weights (the chamfer term has too many residuals for the
-    Levenberg-Marquardt solver of the joint fits).
+    ICP style: nearest-neighbour matches both ways are fixed for two Levenberg-Marquardt iterations,
+    then recomputed (``iterations`` rounds per stage). Stage 0 tries four headings about the vertical
+    axis (orientation and translation only) and keeps the best.
     """
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < 10:
@@ -433,36 +430,46 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
     rng = np.random.default_rng(seed)
     if len(points) > config.scan_points:
         points = points[rng.choice(len(points), config.scan_points, replace=False)]
-    scan = torch.as_tensor(points, dtype=model.v_template.dtype, device=model.v_template.device)[None]
-    bary = _surface_samples(2, seed).to(scan)
+    scan = torch.as_tensor(points, dtype=model.v_template.dtype, device=model.v_template.device)
+    bary = _surface_samples(1, seed).to(scan)
 
-    def data(params: dict[str, torch.Tensor]) -> torch.Tensor:
+    def surface(params: dict[str, torch.Tensor]) -> torch.Tensor:
         verts, _ = model(params["betas"], params["global_orient"], params["body_pose"], params["transl"])
-        to_scan, to_model = chamfer(MM * model_surface_points(verts, model.faces, bary),
-                                    MM * scan.expand(verts.shape[0], -1, -1))
-        return to_scan + to_model
+        return model_surface_points(verts, model.faces, bary)
+
+    def icp(layout: _Layout, x: torch.Tensor, scale: float | None, free: torch.Tensor | None) -> torch.Tensor:
+        for _ in range(config.iterations):
+            with torch.no_grad():
+                d = torch.cdist(surface(layout.unpack(x)), scan[None].expand(x.shape[0], -1, -1))
+                to_scan, to_model = d.argmin(2), d.argmin(1)
+
+            def residuals(z: torch.Tensor) -> torch.Tensor:
+                params = layout.unpack(z)
+                data = _icp_residuals(surface(params), scan, to_scan, to_model)
+                if scale is None:
+                    return data
+                return torch.cat([data, _prior_residuals(params, model, config, scale)], -1)
+
+            x = levenberg_marquardt(residuals, x, 2, free=free)
+        return x
 
     headings = _Layout(model, 4)
-    x = headings.zeros(model)
-    params = headings.unpack(x)
+    params = headings.unpack(headings.zeros(model))
     root = model.j_template[0]
     for k in range(4):
         params["global_orient"][k, 1] = 0.5 * np.pi * k
         rot = axis_angle_to_matrix(params["global_orient"][k])
-        params["transl"][k] = scan[0].mean(0) - rot @ (model.v_template.mean(0) - root) - root
-    x = headings.pack(params)
-    free = headings.pose_columns().to(x)
-    x = _lbfgs(x, lambda z: data(headings.unpack(x.detach() * (1 - free) + z * free)).sum(), config.iterations)
-    best = int(torch.argmin(data(headings.unpack(x)).detach()))
+        params["transl"][k] = scan.mean(0) - rot @ (model.v_template.mean(0) - root) - root
+    x = icp(headings, headings.pack(params), None, headings.pose_columns())
+    with torch.no_grad():
+        to_scan, to_model = chamfer(surface(headings.unpack(x)), scan[None].expand(4, -1, -1))
+    best = int(torch.argmin(to_scan + to_model))
     layout, x = _Layout(model, 1), x[best:best + 1]
     for scale in REFINE_PRIOR_SCALES:
-        x = _lbfgs(x, lambda z: (data(layout.unpack(z))
-                                 + _prior_residuals(layout.unpack(z), model, config, scale).pow(2).sum(-1)).sum(),
-                   config.iterations)
+        x = icp(layout, x, scale, None)
     result = _finish(layout, x, model)
     with torch.no_grad():
-        verts = torch.as_tensor(result.vertices, dtype=scan.dtype, device=scan.device)
-        to_scan, to_model = chamfer(model_surface_points(verts, model.faces, bary), scan)
+        to_scan, to_model = chamfer(surface(layout.unpack(x)), scan[None])
     result.report = {"mode": "scan", "frames": 1, "scan_points": int(len(points)),
                      "model_to_scan_rms_mm": float(to_scan.sqrt() * MM),
                      "scan_to_model_rms_mm": float(to_model.sqrt() * MM)}

@@ -8,17 +8,22 @@ import torch
 Residuals = Callable[[torch.Tensor], torch.Tensor]
 
 
-def jacobian(residuals: Residuals, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def jacobian(residuals: Residuals, x: torch.Tensor,
+             free: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Residuals [G, R] at ``x`` [G, P] and their Jacobian [G, R, P], for rows that do not interact.
 
-    Forward mode in one pass: ``residuals`` is evaluated on P stacked copies of ``x`` (copy k
-    carrying the tangent e_k), so it must accept any multiple of G rows, copies stacked along dim 0.
+    Forward mode in one pass: ``residuals`` is evaluated on stacked copies of ``x``, copy k carrying
+    the tangent of the k-th free column (``free`` [P] bool, default all), so it must accept any
+    multiple of G rows, copies stacked along dim 0. Columns not free get zero derivatives.
     """
     rows, n_params = x.shape
-    stacked = x.detach().repeat(n_params, 1)  # [P * G, P]
-    tangents = torch.eye(n_params, dtype=x.dtype, device=x.device).repeat_interleave(rows, 0)
+    columns = torch.arange(n_params, device=x.device) if free is None else torch.nonzero(free.to(x.device))[:, 0]
+    stacked = x.detach().repeat(len(columns), 1)  # [K * G, P]
+    tangents = torch.eye(n_params, dtype=x.dtype, device=x.device)[columns].repeat_interleave(rows, 0)
     values, derivs = torch.func.jvp(residuals, (stacked,), (tangents,))
-    return values[:rows], derivs.reshape(n_params, rows, -1).permute(1, 2, 0)
+    jac = x.new_zeros(rows, values.shape[1], n_params)
+    jac[:, :, columns] = derivs.reshape(len(columns), rows, -1).permute(1, 2, 0)
+    return values[:rows], jac
 
 
 def levenberg_marquardt(residuals: Residuals, x: torch.Tensor, iterations: int,
@@ -30,11 +35,8 @@ def levenberg_marquardt(residuals: Residuals, x: torch.Tensor, iterations: int,
     """
     x = x.detach().clone()
     damping = torch.full((x.shape[0],), 1e-3, dtype=x.dtype, device=x.device)
-    mask = None if free is None else free.to(x.dtype)
     for _ in range(iterations):
-        r, jac = jacobian(residuals, x)
-        if mask is not None:
-            jac = jac * mask
+        r, jac = jacobian(residuals, x, free)
         cost = r.pow(2).sum(-1)
         jtj = jac.transpose(1, 2) @ jac
         grad = (jac.transpose(1, 2) @ r[..., None])[..., 0]
