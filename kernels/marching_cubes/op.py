@@ -16,8 +16,8 @@ import torch
 from recon.kernels.backend import resolve_backend
 from recon.kernels.marching_cubes import reference
 
-# Cells per slab are chosen so a slab holds about this many grid points.
-SLAB_POINTS = 1 << 26
+# Cells per slab are chosen so a slab holds about this many grid points (~1 GiB of buffers).
+SLAB_POINTS = 1 << 25
 
 
 def _implementation(backend: str):
@@ -57,7 +57,7 @@ def marching_cubes(grid: torch.Tensor, level: float = 0.0, *, spacing: Sequence[
         inside: ``"below"`` (values < level are inside, e.g. an SDF) or ``"above"`` (values > level,
             e.g. occupancy or density). A value exactly equal to ``level`` always counts as outside.
         backend: ``"torch"`` | ``"triton"`` | None (see ``recon.kernels.backend``).
-        slab_cells: cells per slab along axis 0 (default: about 2^26 points per slab).
+        slab_cells: cells per slab along axis 0 (default: about 2^25 points per slab).
 
     Returns:
         vertices [V, 3] float32 (one per crossed grid edge, shared by every triangle using it) and faces
