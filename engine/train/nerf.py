@@ -56,6 +56,8 @@ class NerfFitConfig:
     grid_resolution: int = _opt(128, "occupancy grid cells per axis")
     grid_update_every: int = _opt(16, "update the occupancy grid every this many steps")
     checkpoint_every: int = _opt(5000, "save a checkpoint every this many steps (and at the end)")
+    eval_every: int = _opt(0, "also measure test PSNR every this many steps (metrics.json 'curve'; "
+                              "0: only at the end)")
 
 
 CONFIG = NerfFitConfig
@@ -144,6 +146,8 @@ def _check(config: NerfFitConfig) -> None:
     problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}"
                 for name in ("steps", "batch_rays", "samples_per_ray", "n_levels", "grid_resolution",
                              "grid_update_every", "checkpoint_every") if getattr(config, name) < 1]
+    if config.eval_every < 0:
+        problems.append(f"--eval-every must be 0 or more, got {config.eval_every}")
     if config.n_features not in (1, 2, 4, 8):
         problems.append(f"--n-features must be 1, 2, 4 or 8, got {config.n_features}")
     if not 8 <= config.log2_table_size <= 24:
@@ -183,7 +187,8 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
                                  f"{'box' if arch.bounded else 'contracted'} scene")
 
     fixed_bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
-    started = time.perf_counter()
+    curve: list[dict[str, float]] = []
+    train_seconds, tick = 0.0, time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="nerf", leave=False)
     for step in bar:
         for group in optimizer.param_groups:
@@ -208,13 +213,19 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
         if done % config.checkpoint_every == 0 or done == config.steps:
             rundir.save_checkpoint(run_dir, _checkpoint(model, optimizer, generator, config, done, source, scene))
             rundir.log_line(run_dir, f"checkpoint at step {done}")
+        if config.eval_every > 0 and done % config.eval_every == 0 and scene.test_indices:
+            train_seconds += time.perf_counter() - tick
+            curve.append({"step": done, "train_seconds": train_seconds,
+                          "test_psnr": evaluate(model, scene)["test_psnr"]})
+            tick = time.perf_counter()
     bar.close()
+    train_seconds += time.perf_counter() - tick
     if start >= config.steps:
         rundir.log_line(run_dir, f"already at step {start} of {config.steps}")
 
-    metrics = {"steps": config.steps, "train_seconds": time.perf_counter() - started,
+    metrics = {"steps": config.steps, "train_seconds": train_seconds,
                "occupied_fraction": float(model.grid.occupied.float().mean()),
-               **evaluate(model, scene, run_dir / "test_renders")}
+               **evaluate(model, scene, run_dir / "test_renders"), **({"curve": curve} if curve else {})}
     rundir.write_metrics(run_dir, metrics)
     rundir.log_line(run_dir, "evaluation: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
     return metrics
