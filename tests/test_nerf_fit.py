@@ -103,3 +103,20 @@ def test_resume_continues_exactly(demo_scene, tmp_path):
     for (name, pa), pb in zip(a.state_dict().items(), b.state_dict().values()):
         torch.testing.assert_close(pa, pb, msg=name)
     assert torch.equal(a.grid.density, b.grid.density)
+
+
+def test_render_of_an_opaque_plane_gives_its_depth():
+    """A field that is empty for z < 0.3 and opaque beyond: every pixel sees camera z = 2.3 (z-depth)."""
+    from recon.engine.models.nerf import NerfArchitecture, NerfModel
+
+    model = NerfModel(NerfArchitecture(n_levels=2, log2_table_size=8, n_samples=256, background=(0.0, 0.0, 1.0)))
+    model._field = lambda unit: (1e4 * (unit[:, 2] > 0.65).float(), torch.zeros(len(unit), 15))  # z > 0.3
+    w2c = np.eye(4)
+    w2c[:3, 3] = [0.0, 0.0, 2.0]  # camera at z = -2 looking down +z
+    out = model.render(Camera(width=7, height=5, fx=20.0, fy=20.0, cx=3.5, cy=2.5, world_to_camera=w2c))
+    step = float(model.nominal_step)
+    torch.testing.assert_close(out["depth"], torch.full((5, 7, 1), 2.3), atol=step, rtol=0)
+    torch.testing.assert_close(out["alpha"], torch.ones(5, 7, 1))
+    away = np.diag([1.0, -1.0, -1.0, 1.0])  # at the origin, looking down -z into the empty half
+    empty = model.render(Camera(width=3, height=3, fx=6.0, fy=6.0, cx=1.5, cy=1.5, world_to_camera=away))
+    torch.testing.assert_close(empty["rgb"], torch.tensor([0.0, 0.0, 1.0]).expand(3, 3, 3))

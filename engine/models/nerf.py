@@ -160,7 +160,8 @@ class NerfModel(nn.Module):
 
     @torch.no_grad()
     def render(self, camera: Camera, *, background=None, chunk: int = 4096) -> dict[str, torch.Tensor]:
-        """Render one view: rgb [H, W, 3], depth [H, W, 1] (expected distance / opacity), alpha [H, W, 1]."""
+        """Render one view: rgb [H, W, 3], depth [H, W, 1] (expected camera z of the visible surface, like
+        the Gaussian renderer's), alpha [H, W, 1]."""
         device = self.box.device
         bg = torch.as_tensor(self.arch.background if background is None else background,
                              dtype=torch.float32, device=device).reshape(3)
@@ -168,7 +169,8 @@ class NerfModel(nn.Module):
         parts = [self.render_rays(o, d, bg) for o, d in zip(origins.split(chunk), directions.split(chunk))]
         rgb = torch.cat([p["rgb"] for p in parts]).clamp(0, 1)
         opacity = torch.cat([p["opacity"] for p in parts])
-        depth = torch.cat([p["depth"] for p in parts]) / opacity.clamp_min(1e-6)
+        forward = torch.as_tensor(camera.camera_to_world[:3, 2], dtype=torch.float32, device=device)
+        depth = torch.cat([p["depth"] for p in parts]) / opacity.clamp_min(1e-6) * (directions @ forward)
         h, w = camera.height, camera.width
         return {"rgb": rgb.reshape(h, w, 3), "depth": depth.reshape(h, w, 1), "alpha": opacity.reshape(h, w, 1)}
 
