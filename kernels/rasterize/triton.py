@@ -462,6 +462,34 @@ def sh_to_color(sh, means, viewmats, degree: int) -> torch.Tensor:
 
 
 @triton.jit
+def _tile_pixels(tile, tiles_x, tiles_per_cam, width, height, TILE: tl.constexpr):
+    """Camera, integer pixel coordinates, in-image mask and pixel centres (+0.5) of one tile's pixels."""
+    cam = tile // tiles_per_cam
+    local = tile % tiles_per_cam
+    pix = tl.arange(0, TILE * TILE)
+    pxi = (local % tiles_x) * TILE + pix % TILE
+    pyi = (local // tiles_x) * TILE + pix // TILE
+    inside = (pxi < width) & (pyi < height)
+    return cam, pxi, pyi, inside, pxi.to(tl.float32) + 0.5, pyi.to(tl.float32) + 0.5
+
+
+@triton.jit
+def _splat(ids_ptr, i, means2d_ptr, conics_ptr, opac_ptr, px, py, max_alpha):
+    """The i-th sorted Gaussian of a tile evaluated at the tile's pixels: its id, conic, opacity, offsets,
+    Mahalanobis power sigma, exp(-sigma) and alpha = min(max_alpha, o exp(-sigma))."""
+    g = tl.load(ids_ptr + i)
+    ca = tl.load(conics_ptr + g * 3 + 0)
+    cb = tl.load(conics_ptr + g * 3 + 1)
+    cc = tl.load(conics_ptr + g * 3 + 2)
+    o = tl.load(opac_ptr + g)
+    dx = tl.load(means2d_ptr + g * 2 + 0) - px
+    dy = tl.load(means2d_ptr + g * 2 + 1) - py
+    sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+    vis = tl.exp(-sigma)
+    return g, ca, cb, cc, o, dx, dy, sigma, vis, tl.minimum(o * vis, max_alpha)
+
+
+@triton.jit
 def _blend_fwd_kernel(
     means2d_ptr, conics_ptr, colors_ptr, opac_ptr, ids_ptr, starts_ptr, ends_ptr, bg_ptr,
     out_ptr, trans_ptr, last_ptr,
@@ -469,14 +497,7 @@ def _blend_fwd_kernel(
     HAS_BG: tl.constexpr, TILE: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     tile = tl.program_id(0)
-    cam = tile // tiles_per_cam
-    local = tile % tiles_per_cam
-    pix = tl.arange(0, TILE * TILE)
-    pxi = (local % tiles_x) * TILE + pix % TILE
-    pyi = (local // tiles_x) * TILE + pix // TILE
-    inside = (pxi < width) & (pyi < height)
-    px = pxi.to(tl.float32) + 0.5
-    py = pyi.to(tl.float32) + 0.5
+    cam, pxi, pyi, inside, px, py = _tile_pixels(tile, tiles_x, tiles_per_cam, width, height, TILE)
     chan = tl.arange(0, BLOCK_D)
     cmask = chan < D
     start = tl.load(starts_ptr + tile)
@@ -489,17 +510,8 @@ def _blend_fwd_kernel(
     i = start
     n_active = tl.sum(inside.to(tl.int32))
     while (i < end) & (n_active > 0):
-        g = tl.load(ids_ptr + i)
-        mx = tl.load(means2d_ptr + g * 2 + 0)
-        my = tl.load(means2d_ptr + g * 2 + 1)
-        ca = tl.load(conics_ptr + g * 3 + 0)
-        cb = tl.load(conics_ptr + g * 3 + 1)
-        cc = tl.load(conics_ptr + g * 3 + 2)
-        o = tl.load(opac_ptr + g)
-        dx = mx - px
-        dy = my - py
-        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        alpha = tl.minimum(o * tl.exp(-sigma), max_alpha)
+        g, ca, cb, cc, o, dx, dy, sigma, vis, alpha = _splat(ids_ptr, i, means2d_ptr, conics_ptr, opac_ptr, px, py,
+                                                             max_alpha)
         ok = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD) & (~done)
         next_t = trans * (1.0 - alpha)
         stop = ok & (next_t < TRANSMITTANCE_MIN)
@@ -531,14 +543,7 @@ def _blend_bwd_kernel(
     HAS_BG: tl.constexpr, TILE: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     tile = tl.program_id(0)
-    cam = tile // tiles_per_cam
-    local = tile % tiles_per_cam
-    pix = tl.arange(0, TILE * TILE)
-    pxi = (local % tiles_x) * TILE + pix % TILE
-    pyi = (local // tiles_x) * TILE + pix // TILE
-    inside = (pxi < width) & (pyi < height)
-    px = pxi.to(tl.float32) + 0.5
-    py = pyi.to(tl.float32) + 0.5
+    cam, pxi, pyi, inside, px, py = _tile_pixels(tile, tiles_x, tiles_per_cam, width, height, TILE)
     chan = tl.arange(0, BLOCK_D)
     cmask = chan < D
     pixel = (cam * height + pyi) * width + pxi
@@ -559,18 +564,8 @@ def _blend_bwd_kernel(
     start = tl.load(starts_ptr + tile)
     i = tl.max(last)
     while i >= start:
-        g = tl.load(ids_ptr + i)
-        mx = tl.load(means2d_ptr + g * 2 + 0)
-        my = tl.load(means2d_ptr + g * 2 + 1)
-        ca = tl.load(conics_ptr + g * 3 + 0)
-        cb = tl.load(conics_ptr + g * 3 + 1)
-        cc = tl.load(conics_ptr + g * 3 + 2)
-        o = tl.load(opac_ptr + g)
-        dx = mx - px
-        dy = my - py
-        sigma = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
-        vis = tl.exp(-sigma)
-        alpha = tl.minimum(o * vis, max_alpha)
+        g, ca, cb, cc, o, dx, dy, sigma, vis, alpha = _splat(ids_ptr, i, means2d_ptr, conics_ptr, opac_ptr, px, py,
+                                                             max_alpha)
         ok = inside & (i <= last) & (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
         if tl.sum(ok.to(tl.int32)) > 0:
             ra = 1.0 / (1.0 - alpha)
