@@ -27,6 +27,7 @@ REFINE_PRIOR_SCALES = (1.0, 0.1, 0.01)
 TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck", "left_shoulder",
                 "right_shoulder", "left_collar", "right_collar")
 MM = 1000.0
+SCAN_WEIGHT = 24.0
 
 
 @dataclass
@@ -406,13 +407,14 @@ def _icp_residuals(points: torch.Tensor, scan: torch.Tensor, to_scan: torch.Tens
                    to_model: torch.Tensor) -> torch.Tensor:
     """Chamfer residuals [G', R] (mm) for fixed correspondences: model ``points`` [G', N, 3] minus their
     matched scan points, and matched model points minus each scan point (``scan`` [M, 3]); ``to_scan``
-    [G, N] and ``to_model`` [G, M] index the matches of G rows, tiled over stacked copies."""
+    [G, N] and ``to_model`` [G, M] index the matches of G rows, tiled over stacked copies. Each direction
+    is weighted as ``SCAN_WEIGHT`` joints, so the prior weights mean the same as in the joint fits."""
     rows = points.shape[0]
     to_scan, to_model = _tile(to_scan, rows), _tile(to_model, rows)
     forward = points - scan[to_scan]  # [G', N, 3]
     backward = torch.gather(points, 1, to_model[..., None].expand(-1, -1, 3)) - scan  # [G', M, 3]
-    return MM * torch.cat([forward.reshape(rows, -1) / points.shape[1] ** 0.5,
-                           backward.reshape(rows, -1) / scan.shape[0] ** 0.5], -1)
+    return MM * SCAN_WEIGHT**0.5 * torch.cat([forward.reshape(rows, -1) / points.shape[1] ** 0.5,
+                                              backward.reshape(rows, -1) / scan.shape[0] ** 0.5], -1)
 
 
 def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "scan", seed: int = 0) -> FitResult:

@@ -1,0 +1,134 @@
+"""SMPL fitting: recovery of synthetic 3D joints, 2D keypoints and scans from a neutral start; bad input."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from recon.engine.errors import ReconError
+from recon.engine.models.lbs import axis_angle_to_matrix
+from recon.engine.models.smpl import SMPL
+from recon.engine.smpl import priors
+from recon.engine.smpl.fit import FitConfig, PinholeCamera, chamfer, fit_joints3d, fit_keypoints2d, fit_scan
+from recon.engine.smpl.synthetic import make_test_model
+
+
+@pytest.fixture(scope="module")
+def model() -> SMPL:
+    return SMPL(make_test_model())
+
+
+def _random_params(frames: int, gen: torch.Generator, pose_std: float = 0.3) -> dict[str, torch.Tensor]:
+    """Plausible random parameters: knees and elbows bend the anatomical way."""
+    rnd = lambda *s: torch.randn(*s, generator=gen)  # noqa: E731
+    pose = rnd(frames, 69) * pose_std
+    for joint, axis, sign in ((4, 0, 1.0), (5, 0, 1.0), (18, 1, -1.0), (19, 1, 1.0)):
+        pose[:, 3 * (joint - 1) + axis] = sign * rnd(frames).abs() * 0.8
+    return {"betas": rnd(frames, 10) * 0.8, "global_orient": rnd(frames, 3) * 0.5, "body_pose": pose,
+            "transl": rnd(frames, 3) * 0.3}
+
+
+def test_fit_joints3d_recovers_under_1mm(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+    truth = _random_params(2, gen)
+    with torch.no_grad():
+        joints = model.joints(**truth).numpy()
+    result = fit_joints3d(model, joints, FitConfig(iterations=10))
+    mpjpe = np.linalg.norm(result.joints - joints, axis=-1).mean() * 1000
+    assert mpjpe < 1.0, f"seed {seed}: MPJPE {mpjpe:.3f} mm"
+    assert result.report["mpjpe_mm"] == pytest.approx(mpjpe, rel=1e-4)
+    assert result.params["body_pose"].shape == (2, 69) and result.params["betas"].shape == (2, 10)
+    # the returned parameters reproduce the returned joints
+    with torch.no_grad():
+        again = model.joints(**{k: torch.as_tensor(v, dtype=torch.float32) for k, v in result.params.items()})
+    np.testing.assert_allclose(again.numpy(), result.joints, atol=1e-5)
+
+
+def test_fit_joints3d_sequence_shared_betas_and_smoothing(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+    truth = _random_params(3, gen, pose_std=0.1)
+    truth["betas"] = truth["betas"][:1].expand(3, -1)
+    truth["body_pose"] = truth["body_pose"][:1] + 0.05 * torch.arange(3.0)[:, None]  # slow motion
+    truth["global_orient"] = truth["global_orient"][:1].expand(3, -1)
+    with torch.no_grad():
+        joints = model.joints(**truth).numpy()
+    result = fit_joints3d(model, joints, FitConfig(iterations=8, share_betas=True, smooth=1e-3))
+    assert np.ptp(result.params["betas"], axis=0).max() == 0.0
+    assert result.report["mpjpe_mm"] < 2.0, f"seed {seed}: {result.report}"
+
+
+def _rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
+    ra, rb = (axis_angle_to_matrix(torch.as_tensor(v, dtype=torch.float64)).numpy() for v in (a, b))
+    return float(np.degrees(np.arccos(np.clip((np.trace(ra.T @ rb) - 1) / 2, -1, 1))))
+
+
+def test_fit_keypoints2d_recovers_under_2px(model, seed):
+    gen = torch.Generator().manual_seed(seed)
+    truth = _random_params(2, gen, pose_std=0.2)
+    truth["global_orient"] = torch.tensor([np.pi, 0.0, 0.0]) + 0.2 * torch.randn(2, 3, generator=gen)
+    truth["transl"] = torch.tensor([0.0, 0.2, 3.0]) + 0.1 * torch.randn(2, 3, generator=gen)
+    camera = PinholeCamera(600.0, 600.0, 320.0, 240.0)
+    with torch.no_grad():
+        xy = camera.project(model.joints(**truth)).numpy()
+    conf = np.ones(xy.shape[:2])
+    # a wrong, low-confidence detection must be ignored
+    xy_noisy = xy.copy()
+    xy_noisy[0, 20] += 150.0
+    conf[0, 20] = 0.05
+    result = fit_keypoints2d(model, xy_noisy, conf, camera, FitConfig(iterations=10))
+    with torch.no_grad():
+        reproj = np.linalg.norm(camera.project(torch.as_tensor(result.joints)).numpy() - xy, axis=-1)
+    assert reproj.mean() < 2.0, f"seed {seed}: mean reprojection {reproj.mean():.2f} px"
+    assert result.report["reprojection_px"] < 2.0
+    # sensible pose: facing the right way, knees/elbows bend anatomically, no extreme angles
+    pose = torch.as_tensor(result.params["body_pose"])
+    assert float(priors.bend(pose).abs().max()) < 0.05
+    assert float(pose.abs().max()) < 2.1
+    for f in range(2):
+        angle = _rotation_angle_deg(result.params["global_orient"][f], truth["global_orient"][f].numpy())
+        assert angle < 45.0, f"seed {seed}: frame {f} orientation off by {angle:.0f} degrees"
+
+
+def test_fit_scan_reduces_chamfer(model, seed):
+    """Coarse check: the chamfer distance falls well below the neutral start's (see the report's limits)."""
+    gen = torch.Generator().manual_seed(seed)
+    truth = _random_params(1, gen, pose_std=0.1)
+    truth["global_orient"] = torch.zeros(1, 3)
+    truth["betas"] *= 0.5
+    with torch.no_grad():
+        verts, _ = model(**truth)
+        neutral = model.v_template - model.v_template.mean(0) + verts[0].mean(0)
+        start = chamfer(neutral[None], verts)
+    result = fit_scan(model, verts[0].numpy(), FitConfig(iterations=4, scan_points=600))
+    start_rms = max(float(v.sqrt()) for v in start) * 1000
+    rms = max(result.report["model_to_scan_rms_mm"], result.report["scan_to_model_rms_mm"])
+    assert rms < 0.6 * start_rms and rms < 40.0, f"seed {seed}: start {start_rms:.1f} mm, {result.report}"
+
+
+@pytest.mark.parametrize("case, match", [
+    ("wrong_count", "20 joints per frame, the body model has 24"),
+    ("nan", "NaN or infinite"),
+    ("too_few", "frame 1 has only 2 usable joints"),
+])
+def test_bad_joint_input(model, case, match):
+    joints = np.zeros((2, 24, 3))
+    conf = np.ones((2, 24))
+    if case == "wrong_count":
+        joints = joints[:, :20]
+        conf = conf[:, :20]
+    elif case == "nan":
+        joints[0, 3, 1] = np.nan
+    else:
+        conf[1, 2:] = 0.0
+    with pytest.raises(ReconError, match=match):
+        fit_joints3d(model, joints, FitConfig(iterations=1), confidence=conf, name="J.npy")
+
+
+def test_bad_keypoint_and_scan_input(model):
+    camera = PinholeCamera(500.0, 500.0, 100.0, 100.0)
+    with pytest.raises(ReconError, match="K.json: frame 0 has only 3 usable joints"):
+        conf = np.zeros((1, 24))
+        conf[0, :3] = 1.0
+        fit_keypoints2d(model, np.zeros((1, 24, 2)), conf, camera, FitConfig(iterations=1), name="K.json")
+    with pytest.raises(ReconError, match="S.ply: scan points contain NaN"):
+        fit_scan(model, np.full((50, 3), np.nan), FitConfig(iterations=1), name="S.ply")
