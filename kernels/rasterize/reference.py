@@ -277,7 +277,7 @@ def blend_tiles(
     tile_size: int,
     max_alpha: float = 0.99,
     background: torch.Tensor | None = None,  # [C, D]
-    chunk_elements: int = 1 << 21,
+    chunk_elements: int = 1 << 23,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 4: front-to-back alpha blending per tile; returns colours [C, H, W, D] and alpha [C, H, W, 1].
 
