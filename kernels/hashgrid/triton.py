@@ -14,8 +14,14 @@ BLOCK = 128
 
 
 @triton.jit
-def _corner_setup(pos_ptr, offs, mask, scale):
-    """Clamped positions, their cell's lower vertex (int64) and the fractional offsets, per axis."""
+def _block_setup(pos_ptr, scales_ptr, res_ptr, n_points, BLOCK: tl.constexpr):
+    """This program's level, points, their mask, the level's scale and resolution, the clamped positions,
+    each point's cell (lower vertex, int64) and fractional offsets per axis."""
+    level = tl.program_id(1)
+    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_points
+    scale = tl.load(scales_ptr + level)
+    res = tl.load(res_ptr + level).to(tl.int64)
     px = tl.load(pos_ptr + offs * 3 + 0, mask=mask, other=0.0).to(tl.float32)
     py = tl.load(pos_ptr + offs * 3 + 1, mask=mask, other=0.0).to(tl.float32)
     pz = tl.load(pos_ptr + offs * 3 + 2, mask=mask, other=0.0).to(tl.float32)
@@ -25,7 +31,8 @@ def _corner_setup(pos_ptr, offs, mask, scale):
     bx = tl.floor(gx)
     by = tl.floor(gy)
     bz = tl.floor(gz)
-    return px, py, pz, bx.to(tl.int64), by.to(tl.int64), bz.to(tl.int64), gx - bx, gy - by, gz - bz
+    return (level, offs, mask, scale, res, px, py, pz, bx.to(tl.int64), by.to(tl.int64), bz.to(tl.int64),
+            gx - bx, gy - by, gz - bz)
 
 
 @triton.jit
@@ -39,12 +46,8 @@ def _row(vx, vy, vz, res, table_size):
 @triton.jit
 def _hash_fwd_kernel(pos_ptr, table_ptr, scales_ptr, res_ptr, out_ptr, n_points, table_size, n_levels,
                      F: tl.constexpr, BLOCK: tl.constexpr):
-    level = tl.program_id(1)
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n_points
-    scale = tl.load(scales_ptr + level)
-    res = tl.load(res_ptr + level).to(tl.int64)
-    _, _, _, ix, iy, iz, fx, fy, fz = _corner_setup(pos_ptr, offs, mask, scale)
+    level, offs, mask, _, res, _, _, _, ix, iy, iz, fx, fy, fz = _block_setup(pos_ptr, scales_ptr, res_ptr,
+                                                                              n_points, BLOCK)
     feat_offs = tl.arange(0, F)
     level_base = table_ptr + level.to(tl.int64) * table_size * F
     acc = tl.zeros([BLOCK, F], dtype=tl.float32)
@@ -64,12 +67,8 @@ def _hash_fwd_kernel(pos_ptr, table_ptr, scales_ptr, res_ptr, out_ptr, n_points,
 def _hash_bwd_kernel(pos_ptr, table_ptr, scales_ptr, res_ptr, grad_out_ptr, grad_table_ptr, grad_pos_ptr,
                      n_points, table_size, n_levels,
                      F: tl.constexpr, BLOCK: tl.constexpr, POS_GRAD: tl.constexpr):
-    level = tl.program_id(1)
-    offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = offs < n_points
-    scale = tl.load(scales_ptr + level)
-    res = tl.load(res_ptr + level).to(tl.int64)
-    px, py, pz, ix, iy, iz, fx, fy, fz = _corner_setup(pos_ptr, offs, mask, scale)
+    level, offs, mask, scale, res, px, py, pz, ix, iy, iz, fx, fy, fz = _block_setup(pos_ptr, scales_ptr, res_ptr,
+                                                                                     n_points, BLOCK)
     feat_offs = tl.arange(0, F)
     grad = tl.load(grad_out_ptr + offs[:, None].to(tl.int64) * (n_levels * F) + level * F + feat_offs[None, :],
                    mask=mask[:, None], other=0.0).to(tl.float32)

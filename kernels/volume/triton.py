@@ -15,12 +15,31 @@ BLOCK = 64
 
 
 @triton.jit
-def _composite_fwd_kernel(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, offsets_ptr, out_rgb_ptr, out_depth_ptr,
-                          out_opacity_ptr, n_rays, early_stop, MAX_SAMPLES: tl.constexpr, BLOCK: tl.constexpr):
+def _ray_block(offsets_ptr, n_rays, BLOCK: tl.constexpr):
+    """This program's rays, their mask, first sample and sample count."""
     rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     ray_mask = rays < n_rays
     start = tl.load(offsets_ptr + rays, mask=ray_mask, other=0)
     count = tl.load(offsets_ptr + rays + 1, mask=ray_mask, other=0) - start
+    return rays, ray_mask, start, count
+
+
+@triton.jit
+def _sample(sigma_ptr, delta_ptr, start, count, k, optical, ray_mask, early_stop):
+    """Sample ``k`` of each ray: whether it contributes, its index, delta, optical depth and weight."""
+    transmittance = tl.exp(-optical)
+    active = ray_mask & (k < count) & (transmittance >= early_stop)
+    s = start + k
+    delta = tl.load(delta_ptr + s, mask=active, other=0.0)
+    tau = tl.load(sigma_ptr + s, mask=active, other=0.0) * delta
+    w = tl.where(active, transmittance * (1.0 - tl.exp(-tau)), 0.0)
+    return active, s, delta, tau, w
+
+
+@triton.jit
+def _composite_fwd_kernel(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, offsets_ptr, out_rgb_ptr, out_depth_ptr,
+                          out_opacity_ptr, n_rays, early_stop, MAX_SAMPLES: tl.constexpr, BLOCK: tl.constexpr):
+    rays, ray_mask, start, count = _ray_block(offsets_ptr, n_rays, BLOCK)
     optical = tl.zeros([BLOCK], dtype=tl.float32)
     acc_r = tl.zeros([BLOCK], dtype=tl.float32)
     acc_g = tl.zeros([BLOCK], dtype=tl.float32)
@@ -28,11 +47,7 @@ def _composite_fwd_kernel(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, offsets_ptr, out
     acc_d = tl.zeros([BLOCK], dtype=tl.float32)
     acc_o = tl.zeros([BLOCK], dtype=tl.float32)
     for k in range(0, MAX_SAMPLES):
-        transmittance = tl.exp(-optical)
-        active = ray_mask & (k < count) & (transmittance >= early_stop)
-        s = start + k
-        tau = tl.load(sigma_ptr + s, mask=active, other=0.0) * tl.load(delta_ptr + s, mask=active, other=0.0)
-        w = tl.where(active, transmittance * (1.0 - tl.exp(-tau)), 0.0)
+        active, s, _, tau, w = _sample(sigma_ptr, delta_ptr, start, count, k, optical, ray_mask, early_stop)
         acc_r += w * tl.load(rgb_ptr + s * 3 + 0, mask=active, other=0.0)
         acc_g += w * tl.load(rgb_ptr + s * 3 + 1, mask=active, other=0.0)
         acc_b += w * tl.load(rgb_ptr + s * 3 + 2, mask=active, other=0.0)
@@ -50,10 +65,7 @@ def _composite_fwd_kernel(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, offsets_ptr, out
 def _composite_bwd_kernel(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, offsets_ptr, out_rgb_ptr, out_depth_ptr,
                           out_opacity_ptr, g_rgb_ptr, g_depth_ptr, g_opacity_ptr, g_sigma_ptr, g_rgbs_ptr,
                           n_rays, early_stop, MAX_SAMPLES: tl.constexpr, BLOCK: tl.constexpr):
-    rays = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    ray_mask = rays < n_rays
-    start = tl.load(offsets_ptr + rays, mask=ray_mask, other=0)
-    count = tl.load(offsets_ptr + rays + 1, mask=ray_mask, other=0) - start
+    rays, ray_mask, start, count = _ray_block(offsets_ptr, n_rays, BLOCK)
     gr = tl.load(g_rgb_ptr + rays * 3 + 0, mask=ray_mask, other=0.0)
     gg = tl.load(g_rgb_ptr + rays * 3 + 1, mask=ray_mask, other=0.0)
     gb = tl.load(g_rgb_ptr + rays * 3 + 2, mask=ray_mask, other=0.0)
@@ -67,12 +79,7 @@ def _composite_bwd_kernel(sigma_ptr, rgb_ptr, delta_ptr, t_ptr, offsets_ptr, out
     optical = tl.zeros([BLOCK], dtype=tl.float32)
     prefix = tl.zeros([BLOCK], dtype=tl.float32)
     for k in range(0, MAX_SAMPLES):
-        transmittance = tl.exp(-optical)
-        active = ray_mask & (k < count) & (transmittance >= early_stop)
-        s = start + k
-        delta = tl.load(delta_ptr + s, mask=active, other=0.0)
-        tau = tl.load(sigma_ptr + s, mask=active, other=0.0) * delta
-        w = tl.where(active, transmittance * (1.0 - tl.exp(-tau)), 0.0)
+        active, s, delta, tau, w = _sample(sigma_ptr, delta_ptr, start, count, k, optical, ray_mask, early_stop)
         r = tl.load(rgb_ptr + s * 3 + 0, mask=active, other=0.0)
         g = tl.load(rgb_ptr + s * 3 + 1, mask=active, other=0.0)
         b = tl.load(rgb_ptr + s * 3 + 2, mask=active, other=0.0)
