@@ -9,7 +9,7 @@ import torch
 from recon.engine.edit.ops import delete, extract, hue_rotation, recolor, transform
 from recon.engine.models.gaussians import SH_C0
 from recon.engine.errors import ReconError
-from recon.kernels.rasterize.reference import quat_to_rotmat
+from recon.kernels.splatting.reference import quat_to_rotmat
 
 
 def random_splats(n: int, sh_rest: int = 3) -> dict[str, torch.Tensor]:

@@ -44,7 +44,7 @@ import pytest  # noqa: E402
 from skimage.measure import marching_cubes as skimage_marching_cubes  # noqa: E402
 
 from recon.kernels import marching_cubes  # noqa: E402
-from recon.kernels.marching_cubes.tables import triangle_table  # noqa: E402
+from recon.kernels.isosurface.tables import triangle_table  # noqa: E402
 
 
 def case_grid(case: int, rng: np.random.Generator, pad: bool) -> np.ndarray:

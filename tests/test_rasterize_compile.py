@@ -22,7 +22,7 @@ SCRIPT = textwrap.dedent(
     from triton.backends.compiler import GPUTarget, Language
     from triton.backends.nvidia.compiler import CUDABackend
     from triton._C.libtriton import ir
-    from recon.kernels.rasterize import triton as kernels
+    from recon.kernels.splatting import triton as kernels
 
     target = GPUTarget("cuda", 90, 32)
     backend = CUDABackend(target)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from recon.kernels import rasterize
-from recon.kernels.rasterize import reference
+from recon.kernels.splatting import reference
 
 
 def _camera(n_cams: int = 1, width: int = 40, height: int = 24, dtype=torch.float32):

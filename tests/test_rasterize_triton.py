@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recon.kernels import rasterize
-from recon.kernels.rasterize import gaussian_pixel_weights
+from recon.kernels.splatting import gaussian_pixel_weights
 
 triton = pytest.importorskip("triton")
 

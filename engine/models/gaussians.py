@@ -56,7 +56,7 @@ def knn_mean_distance(points: torch.Tensor, k: int = 3, chunk: int = 4096) -> to
 
 
 class GaussianModel:
-    """A set of 3D Gaussians with SH colours, rendered by ``recon.kernels.rasterize``.
+    """A set of 3D Gaussians with SH colours, rendered by ``recon.kernels.splatting``.
 
     Attributes:
         params: the raw parameters by name (``PARAM_NAMES``), leaf tensors the optimiser updates.

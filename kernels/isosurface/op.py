@@ -14,7 +14,7 @@ from typing import Sequence
 import torch
 
 from recon.kernels.backend import resolve_backend
-from recon.kernels.marching_cubes import reference
+from recon.kernels.isosurface import reference
 
 # Cells per slab are chosen so a slab holds about this many grid points (~1 GiB of buffers).
 SLAB_POINTS = 1 << 25
@@ -22,7 +22,7 @@ SLAB_POINTS = 1 << 25
 
 def _implementation(backend: str):
     if backend == "triton":
-        from recon.kernels.marching_cubes import triton as impl
+        from recon.kernels.isosurface import triton as impl
 
         return impl
     return reference

@@ -11,7 +11,7 @@ import torch
 import triton
 import triton.language as tl
 
-from recon.kernels.marching_cubes.tables import EDGE_AXIS, EDGE_START_OFFSET, triangle_table
+from recon.kernels.isosurface.tables import EDGE_AXIS, EDGE_START_OFFSET, triangle_table
 
 BLOCK = 256
 

@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from recon.kernels.rasterize import reference
+from recon.kernels.splatting import reference
 
 PROJECT_BLOCK = 128
 # Compiled kernels may only read constexpr globals.

@@ -6,7 +6,7 @@ from typing import Any
 import torch
 
 from recon.kernels.backend import resolve_backend
-from recon.kernels.rasterize import reference
+from recon.kernels.splatting import reference
 
 MODES = ("rgb", "rgb+depth")
 
@@ -51,7 +51,7 @@ def _stages(backend: str) -> Any:
     """The module holding the stage functions for ``backend`` (same names in each)."""
     if backend == "torch":
         return reference
-    from recon.kernels.rasterize import triton as triton_stages  # imported lazily: defines the kernels
+    from recon.kernels.splatting import triton as triton_stages  # imported lazily: defines the kernels
 
     return triton_stages
 

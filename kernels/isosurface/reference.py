@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from recon.kernels.marching_cubes.tables import CORNER_OFFSETS, EDGE_AXIS, EDGE_START_OFFSET, triangle_table
+from recon.kernels.isosurface.tables import CORNER_OFFSETS, EDGE_AXIS, EDGE_START_OFFSET, triangle_table
 
 
 def inside_mask(values: torch.Tensor, level: float, above: bool) -> torch.Tensor:
