@@ -12,8 +12,8 @@ import torch
 from recon.engine.errors import ReconError
 from recon.engine.io.images import read_image
 from recon.engine.scene.demo import demo_geometry, sphere_trace, write_demo_scene
-from recon.engine.scene.primitives import (SceneObject, load_geometry, object_mesh, surface_distance,
-                                           write_mesh_ply)
+from recon.engine.io.mesh import write_mesh
+from recon.engine.scene.primitives import (SceneObject, load_geometry, object_mesh, surface_distance)
 
 VIEWS, RESOLUTION = 10, 40
 
@@ -246,7 +246,7 @@ def test_mesh_ply_round_trip(tmp_path):
 
     obj = SceneObject("t", "torus", {"major_radius": 0.5, "minor_radius": 0.2}, np.zeros(3))
     vertices, faces, normals = object_mesh(obj, edge_length=0.2)
-    write_mesh_ply(tmp_path / "t.ply", vertices, faces, normals)
+    write_mesh(tmp_path / "t.ply", vertices, faces, normals)
     ply = PlyData.read(str(tmp_path / "t.ply"))
     np.testing.assert_array_equal(np.stack(ply["face"]["vertex_indices"]), faces)
     np.testing.assert_allclose(np.stack([ply["vertex"][c] for c in "xyz"], 1), vertices, atol=1e-6)

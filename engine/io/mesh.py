@@ -120,8 +120,12 @@ def read_mesh(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return shape.points, shape.faces
 
 
-def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> None:
-    """Write a triangle mesh as binary PLY or OBJ, chosen by the suffix; atomically."""
+def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray | None = None) -> None:
+    """Write a triangle mesh as binary PLY or OBJ, chosen by the suffix; atomically.
+
+    Args:
+        vertices: [V, 3]; faces: [F, 3] vertex indices; normals: optional per-vertex normals [V, 3].
+    """
     from plyfile import PlyData, PlyElement
 
     path = Path(path)
@@ -130,14 +134,23 @@ def write_mesh(path: str | Path, vertices: np.ndarray, faces: np.ndarray) -> Non
         raise ReconError(f"{path}: unsupported mesh format (use {' or '.join(MESH_SUFFIXES)})")
     vertices = np.asarray(vertices, dtype=np.float32).reshape(-1, 3)
     faces = np.asarray(faces, dtype=np.int64).reshape(-1, 3)
+    columns = {"x": vertices[:, 0], "y": vertices[:, 1], "z": vertices[:, 2]}
+    if normals is not None:
+        normals = np.asarray(normals, dtype=np.float32).reshape(-1, 3)
+        columns.update(nx=normals[:, 0], ny=normals[:, 1], nz=normals[:, 2])
     with atomic_path(path) as tmp:
         if suffix == ".ply":
-            vert = np.empty(len(vertices), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
-            vert["x"], vert["y"], vert["z"] = vertices.T
+            vert = np.empty(len(vertices), dtype=[(name, "f4") for name in columns])
+            for name, column in columns.items():
+                vert[name] = column
             face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
             face["vertex_indices"] = faces
             PlyData([PlyElement.describe(vert, "vertex"), PlyElement.describe(face, "face")]).write(str(tmp))
         else:
             with open(tmp, "w", encoding="ascii") as fh:
                 np.savetxt(fh, vertices, fmt="v %.7g %.7g %.7g")
-                np.savetxt(fh, faces + 1, fmt="f %d %d %d")
+                if normals is not None:
+                    np.savetxt(fh, normals, fmt="vn %.7g %.7g %.7g")
+                    np.savetxt(fh, np.repeat(faces + 1, 2, axis=1), fmt="f %d//%d %d//%d %d//%d")
+                else:
+                    np.savetxt(fh, faces + 1, fmt="f %d %d %d")

@@ -23,8 +23,8 @@ from recon.engine.errors import ReconError
 from recon.engine.io.atomic import write_json_atomic
 from recon.engine.io.images import write_image
 from recon.engine.scene.camera import Camera, opengl_to_opencv
-from recon.engine.scene.primitives import (Geometry, SceneObject, load_geometry, object_mesh, scene_sdf,
-                                           write_mesh_ply)
+from recon.engine.io.mesh import write_mesh
+from recon.engine.scene.primitives import (Geometry, SceneObject, load_geometry, object_mesh, scene_sdf)
 
 CAMERA_DISTANCE = 3.8
 TEST_EVERY = 8
@@ -314,7 +314,7 @@ def _write_scene_files(root: Path, *, seed: int, views: int, resolution: int, su
     for split, frames in splits.items():
         write_json_atomic(root / f"transforms_{split}.json", {"camera_angle_x": angle_x, "frames": frames})
     for obj in geometry.objects:
-        write_mesh_ply(root / "meshes" / f"{obj.name}.ply", *object_mesh(obj))
+        write_mesh(root / "meshes" / f"{obj.name}.ply", *object_mesh(obj))
     write_json_atomic(root / "geometry.json", geometry.to_dict(
         seed=seed, views=views, resolution=resolution, supersample=supersample, camera_distance=CAMERA_DISTANCE))
 

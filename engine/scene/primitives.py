@@ -25,7 +25,6 @@ import numpy as np
 import torch
 
 from recon.engine.errors import ReconError
-from recon.engine.io.atomic import atomic_path
 
 GEOMETRY_FORMAT = "recon-demo-geometry"
 PRIMITIVE_PARAMETERS = {
@@ -252,19 +251,3 @@ def _inflated_box_mesh(inner: np.ndarray, radius: float, edge_length: float
     normals = unique - nearest
     normals /= np.linalg.norm(normals, axis=1, keepdims=True)
     return nearest + radius * normals, normals, faces
-
-
-def write_mesh_ply(path: str | os.PathLike, vertices: np.ndarray, faces: np.ndarray,
-                   normals: np.ndarray | None = None) -> None:
-    """Write a triangle mesh (vertices [V, 3], faces [F, 3], optional normals [V, 3]) as binary PLY, atomically."""
-    from plyfile import PlyData, PlyElement
-
-    names = ["x", "y", "z"] + (["nx", "ny", "nz"] if normals is not None else [])
-    columns = vertices if normals is None else np.concatenate([vertices, normals], axis=1)
-    vertex = np.empty(len(vertices), dtype=[(n, "f4") for n in names])
-    for k, name in enumerate(names):
-        vertex[name] = columns[:, k]
-    face = np.empty(len(faces), dtype=[("vertex_indices", "i4", (3,))])
-    face["vertex_indices"] = faces
-    with atomic_path(path) as tmp:
-        PlyData([PlyElement.describe(vertex, "vertex"), PlyElement.describe(face, "face")]).write(str(tmp))
