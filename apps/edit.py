@@ -37,7 +37,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--masks", help="folder of mask PNGs named like the images (binary or integer labels), "
                                        "or one sub-folder of binary masks per object")
     where.add_argument("--box", type=_floats(6), help="select by a box xmin,ymin,zmin,xmax,ymax,zmax "
-                                                      "(the scene's original coordinates)")
+                                                      "(the scene's original coordinates; write --box=-1,... "
+                                                      "when it starts with a minus)")
     where.add_argument("--selection", help="reuse a selection.npz (or a run directory holding one)")
     p.add_argument("--label", help="which mask label to select (needed when the masks hold several)")
     p.add_argument("--threshold", type=float, default=0.5, help="select Gaussians whose label weight reaches this "
@@ -78,6 +79,9 @@ def run(args: argparse.Namespace) -> int:
     edit = {"op": args.op, "selected": int(selected.sum()), "gaussians": int(selected.numel()),
             "label": selection.label, "threshold": selection.threshold}
     print(f"selected {edit['selected']} of {edit['gaussians']} Gaussians (label {selection.label})")
+    if args.op != "select" and edit["selected"] == 0:
+        raise ReconError(f"{args.masks or args.selection or 'the box'}: the selection is empty (no Gaussian reaches "
+                         f"--threshold {selection.threshold}): nothing to {args.op}")
 
     if args.op == "select":
         params = raw

@@ -6,7 +6,7 @@ import math
 import torch
 
 from recon.engine.edit.tracing import Selection, load_selection, save_selection, select, trace_weights
-from recon.kernels.splatting import rasterize
+from recon.kernels import rasterize
 
 W, H = 24, 20
 

@@ -58,7 +58,7 @@ def trace_totals(
 
     Views of other sizes add their totals: ``label_weights`` turns the sum into weights.
     """
-    from recon.kernels.splatting import gaussian_pixel_weights
+    from recon.kernels import gaussian_pixel_weights
 
     n_labels = masks.shape[-1]
     if n_labels + 1 > MAX_CHANNELS:
