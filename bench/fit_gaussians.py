@@ -3,9 +3,9 @@
     .venv/bin/python bench/fit_gaussians.py --device cpu --tiny            # proves it runs (demo, tiny)
     .venv/bin/python bench/fit_gaussians.py --device cuda --scenes demo lego plush --steps 30000
 
-The rasterizer share is measured after the fit on the final model: the time of ``rasterize`` forward and
-backward (fed the loss's image gradient) over the time of a whole training step (render, loss, backward,
-Adam), both averaged over ``--share-views`` training views.
+The rasterizer share is measured after the fit on the final model, over ``--share-views`` training steps:
+the time of ``rasterize`` forward and backward over the time of the whole step (render, loss, backward,
+Adam); density control is not included.
 """
 from __future__ import annotations
 
@@ -40,7 +40,11 @@ def _sync(device: torch.device) -> None:
 
 
 def rasterizer_share(run_dir: Path, source: Path, config, device: torch.device, views: int) -> float:
-    """Mean rasterize fwd+bwd time / mean full step time on the fitted model."""
+    """Share of a training step's time spent in ``rasterize`` (forward + backward), on the fitted model.
+
+    Each timed step runs as training does, with the backward pass split in two: the loss's gradient with
+    respect to the image, then the rasterizer's backward from that gradient.
+    """
     from recon.engine.models.registry import load_run
     from recon.engine.scene.camera import camera_matrices
     from recon.engine.train.gaussians import _learning_rates, _load_scene
@@ -59,21 +63,20 @@ def rasterizer_share(run_dir: Path, source: Path, config, device: torch.device, 
         _sync(device)
         t0 = time.perf_counter()
         image, _, _ = model.rasterize(viewmats, Ks, cam.width, cam.height, background=bg)
-        loss = photometric_loss(image[0], target, config.ssim_weight)
-        loss.backward()
+        _sync(device)
+        t1 = time.perf_counter()
+        grad = torch.autograd.grad(photometric_loss(image[0], target, config.ssim_weight), image, retain_graph=True)[0]
+        _sync(device)
+        t2 = time.perf_counter()
+        image.backward(grad)
+        _sync(device)
+        t3 = time.perf_counter()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         _sync(device)
-        step_s += time.perf_counter() - t0
-        image, _, _ = model.rasterize(viewmats, Ks, cam.width, cam.height, background=bg)
-        grad = torch.autograd.grad(photometric_loss(image[0], target, config.ssim_weight), image)[0]
-        _sync(device)
-        t0 = time.perf_counter()
-        image, _, _ = model.rasterize(viewmats, Ks, cam.width, cam.height, background=bg)
-        image.backward(grad)
-        _sync(device)
-        raster_s += time.perf_counter() - t0
-        optimizer.zero_grad(set_to_none=True)
+        t4 = time.perf_counter()
+        raster_s += (t1 - t0) + (t3 - t2)
+        step_s += t4 - t0
     return raster_s / max(step_s, 1e-12)
 
 
