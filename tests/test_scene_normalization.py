@@ -1,8 +1,8 @@
 """Normalisation: inward-looking captures are centred on their focus point, exports undo it exactly."""
 import numpy as np
 
-from recon.engine.scene.camera import Camera
-from recon.engine.scene.scene import Frame, Normalization, Scene, focus_point
+from recon.engine.scene.camera import Camera, focus_point
+from recon.engine.scene.scene import Frame, Normalization, Scene
 
 
 def _look_at(center: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -45,10 +45,15 @@ def test_hemisphere_capture_is_centred_on_its_target(seed):
     np.testing.assert_allclose(a[:2] / a[2], b[:2] / b[2], atol=1e-5)
 
 
-def test_parallel_axes_fall_back_to_mean():
-    centers = np.array([[0.0, 0, 0], [1, 0, 0], [2, 0, 0], [0, 1, 0]])
-    forward = np.tile([0.0, 0.0, 1.0], (4, 1))
-    np.testing.assert_allclose(focus_point(centers, forward), centers.mean(0))
+def test_parallel_axes_have_no_focus_point():
+    cameras = [Camera(32, 24, 30, 30, 16, 12, _translation(x, y)) for x, y in [(0, 0), (1, 0), (2, 0), (0, 1)]]
+    assert focus_point(cameras) is None
+
+
+def _translation(x: float, y: float) -> np.ndarray:
+    w2c = np.eye(4)
+    w2c[:3, 3] = [-x, -y, 0.0]
+    return w2c
 
 
 def test_normalization_dict_round_trip():

@@ -12,7 +12,7 @@ import torch
 
 from recon.engine.errors import ReconError
 from recon.engine.models.gaussians import quat_to_rotmat
-from recon.engine.scene.camera import Camera
+from recon.engine.scene.camera import Camera, focus_point
 
 PATHS = ("orbit", "spiral", "interpolate", "test")
 
@@ -32,18 +32,12 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray) -> np.ndarray:
     return w2c
 
 
-def focus_point(cameras: list[Camera]) -> np.ndarray:
-    """The point [3] closest (least squares) to every camera's optical axis."""
-    A, b = np.zeros((3, 3)), np.zeros(3)
-    for cam in cameras:
-        d = cam.camera_to_world[:3, 2]
-        P = np.eye(3) - np.outer(d, d)
-        A += P
-        b += P @ cam.center
-    if np.linalg.matrix_rank(A) < 3:  # parallel axes: look ahead of the mean camera
-        c = np.mean([cam.center for cam in cameras], axis=0)
-        return c + np.mean([cam.camera_to_world[:3, 2] for cam in cameras], axis=0)
-    return np.linalg.solve(A, b)
+def look_target(cameras: list[Camera]) -> np.ndarray:
+    """What a path around ``cameras`` looks at: their focus point, else one unit ahead of the mean camera."""
+    point = focus_point(cameras)
+    if point is not None:
+        return point
+    return np.mean([c.center for c in cameras], axis=0) + np.mean([c.camera_to_world[:3, 2] for c in cameras], axis=0)
 
 
 def _mean_up(cameras: list[Camera]) -> np.ndarray:
@@ -53,7 +47,7 @@ def _mean_up(cameras: list[Camera]) -> np.ndarray:
 
 
 def _circle(cameras: list[Camera], frames: int, *, height_wave: float, radius_wave: float) -> list[Camera]:
-    target, up = focus_point(cameras), _mean_up(cameras)
+    target, up = look_target(cameras), _mean_up(cameras)
     offsets = np.stack([cam.center for cam in cameras]) - target
     heights = offsets @ up
     radial = offsets - heights[:, None] * up

@@ -80,3 +80,27 @@ def camera_matrices(cameras: "list[Camera]", device: "str | object" = "cpu") -> 
     viewmats = torch.tensor(np.stack([c.world_to_camera for c in cameras]), dtype=torch.float32, device=device)
     Ks = torch.tensor(np.stack([c.K for c in cameras]), dtype=torch.float32, device=device)
     return viewmats, Ks
+
+
+def focus_point(cameras: "list[Camera]") -> "np.ndarray | None":
+    """The point [3] nearest (least squares) to every camera's optical axis, for captures that look inward.
+
+    Returns None when the axes do not converge (nearly parallel, as in forward-facing captures), or when the
+    point lies behind most cameras or farther from their mean centre than the farthest camera; callers pick
+    their own fallback then.
+    """
+    centers = np.stack([c.center for c in cameras])
+    forward = np.stack([c.camera_to_world[:3, 2] for c in cameras])
+    if len(cameras) < 2:
+        return None
+    d = forward / np.linalg.norm(forward, axis=1, keepdims=True)
+    projectors = np.eye(3)[None] - d[:, :, None] * d[:, None, :]  # [F, 3, 3]: remove the axis component
+    A, b = projectors.sum(0), np.einsum("fij,fj->i", projectors, centers)
+    eigen = np.linalg.eigvalsh(A)
+    if eigen[0] < 1e-2 * eigen[-1]:
+        return None
+    point = np.linalg.solve(A, b)
+    mean = centers.mean(0)
+    in_front = np.mean(np.einsum("fi,fi->f", point - centers, d) > 0) > 0.5
+    within = np.linalg.norm(point - mean) <= np.linalg.norm(centers - mean, axis=1).max()
+    return point if in_front and within else None

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.engine.errors import ReconError
-from recon.engine.scene.camera import Camera
+from recon.engine.scene.camera import Camera, focus_point
 
 
 @dataclass(frozen=True)
@@ -65,29 +65,6 @@ def split_indices(count: int, test_every: int) -> tuple[list[int], list[int]]:
     test = [i for i in range(count) if i % test_every == 0]
     train = [i for i in range(count) if i % test_every != 0]
     return train, test
-
-
-def focus_point(centers: np.ndarray, forward: np.ndarray) -> np.ndarray:
-    """The point nearest to every camera's optical axis (least squares), for captures that look inward.
-
-    Args:
-        centers: camera centres [F, 3]; forward: unit viewing directions [F, 3].
-    Falls back to the mean centre when the axes are nearly parallel (forward-facing captures) or the point
-    lies behind the cameras or far outside them.
-    """
-    mean = centers.mean(0)
-    if len(centers) < 2:
-        return mean
-    d = forward / np.linalg.norm(forward, axis=1, keepdims=True)
-    projectors = np.eye(3)[None] - d[:, :, None] * d[:, None, :]  # [F, 3, 3]: remove the axis component
-    A, b = projectors.sum(0), np.einsum("fij,fj->i", projectors, centers)
-    eigen = np.linalg.eigvalsh(A)
-    if eigen[0] < 1e-2 * eigen[-1]:
-        return mean
-    point = np.linalg.solve(A, b)
-    radius = np.linalg.norm(centers - mean, axis=1).max()
-    in_front = np.mean(np.einsum("fi,fi->f", point - centers, d) > 0) > 0.5
-    return point if in_front and np.linalg.norm(point - mean) <= radius else mean
 
 
 @dataclass
@@ -157,7 +134,8 @@ class Scene:
         if self.normalization.scale != 1.0 or np.any(self.normalization.center != 0):
             return self
         centers = self.camera_centers
-        center = focus_point(centers, np.stack([f.camera.camera_to_world[:3, 2] for f in self.frames]))
+        focus = focus_point([f.camera for f in self.frames])
+        center = centers.mean(0) if focus is None else focus
         radius = float(np.linalg.norm(centers - center, axis=1).max())
         norm = Normalization(center=center, scale=1.0 / radius if radius > 0 else 1.0)
         frames = [replace(f, camera=f.camera.with_pose(norm.world_to_camera(f.camera.world_to_camera)))

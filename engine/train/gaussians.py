@@ -82,10 +82,10 @@ def initial_points(scene: Scene, count: int, generator: torch.Generator) -> tupl
     if scene.aabb is not None:
         low, high = (torch.as_tensor(a, dtype=torch.float32) for a in scene.aabb)
     else:
-        from recon.engine.render.paths import focus_point
+        from recon.engine.render.paths import look_target
 
         cams = [f.camera for f in scene.frames]
-        target = focus_point(cams)
+        target = look_target(cams)
         distance = float(np.mean([np.linalg.norm(c.center - target) for c in cams]))
         half_fov = min(math.atan(0.5 * min(c.width / c.fx, c.height / c.fy)) for c in cams)
         half = distance * math.tan(half_fov)

@@ -71,9 +71,9 @@ def architecture(config: NerfFitConfig, scene: Scene) -> NerfArchitecture:
     if scene.aabb is not None and config.scene_box != "contract":
         box = tuple(tuple(float(v) for v in row) for row in np.asarray(scene.aabb))
     else:  # a cube around the point the cameras look at
-        from recon.engine.render.paths import focus_point
+        from recon.engine.render.paths import look_target
 
-        center = focus_point([f.camera for f in scene.frames]) if bounded else np.zeros(3)
+        center = look_target([f.camera for f in scene.frames]) if bounded else np.zeros(3)
         box = (tuple(float(c) - config.box_radius for c in center), tuple(float(c) + config.box_radius for c in center))
     return NerfArchitecture(
         bounded=bounded, box=box, n_levels=config.n_levels, n_features=config.n_features,
