@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from recon.apps.options import add_config_arguments, config_from_args
 from recon.engine.edit.anchor import FinetuneConfig

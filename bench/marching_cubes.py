@@ -15,7 +15,6 @@ import importlib.util
 import statistics
 import time
 
-import numpy as np
 import torch
 
 from recon.kernels import marching_cubes

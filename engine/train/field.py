@@ -196,13 +196,7 @@ def fit(source: Path, config: FieldFitConfig, run_dir: Path, *, resume: bool,
     from tqdm import tqdm
 
     run_dir, source = Path(run_dir), Path(source)
-    state = rundir.load_checkpoint(run_dir, map_location="cpu") if resume else None
-    if resume and state is None:
-        raise ReconError(f"{run_dir}: --resume, but the run has no checkpoint")
-    if state is not None:
-        if state["kind"] != config.kind:
-            raise ReconError(f"{run_dir}: --resume, but the run is a {state['kind']} fit, not {config.kind}")
-        config = FieldFitConfig(**{**state["config"], "steps": config.steps})  # a run can be extended
+    state, config = rundir.resume_state(run_dir, config.kind, config, resume=resume)
     if config.steps < 1 or config.batch_size < 1:
         raise ReconError(f"--steps and --batch-size must be at least 1, got {config.steps} and {config.batch_size}")
     shape = read_shape(source)

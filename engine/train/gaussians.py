@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,7 +22,8 @@ from recon.engine.scene.camera import camera_matrices
 from recon.engine.scene.scene import Scene
 from recon.engine.train import rundir
 from recon.engine.train.densify import STANDARD_STEPS, DefaultStrategy, MCMCStrategy, Schedule
-from recon.engine.train.metrics import photometric_loss, psnr, ssim
+from recon.engine.train.evaluate import evaluate
+from recon.engine.train.metrics import photometric_loss, psnr
 from recon.engine.train.optim import exponential_lr, make_adam, set_lr
 
 
@@ -163,25 +164,6 @@ def _restore(state: dict[str, Any], config: GaussianFitConfig, device: torch.dev
     return model, optimizer, strategy
 
 
-# ----------------------------------------------------------------------------- evaluation
-def evaluate(model: GaussianModel, scene: Scene, out_dir: Path | None = None) -> dict[str, float]:
-    """PSNR and SSIM over the test split (renders written as PNGs to ``out_dir`` when given)."""
-    from recon.engine.io.images import write_image
-
-    if not scene.test_indices:
-        return {}
-    psnrs, ssims = [], []
-    for index in scene.test_indices:
-        frame = scene.frames[index]
-        target = torch.as_tensor(scene.load_image(index), device=model.device)
-        rgb = model.render(frame.camera, background=scene.background)["rgb"]
-        psnrs.append(float(psnr(rgb, target)))
-        ssims.append(float(ssim(rgb, target)))
-        if out_dir is not None:
-            write_image(out_dir / f"{Path(frame.name).stem}.png", rgb.cpu().numpy())
-    return {"test_psnr": float(np.mean(psnrs)), "test_ssim": float(np.mean(ssims)), "test_views": len(psnrs)}
-
-
 # ----------------------------------------------------------------------------- the loop
 def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
         device: torch.device) -> dict[str, Any]:
@@ -189,16 +171,7 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
     from tqdm import tqdm
 
     run_dir = Path(run_dir)
-    state = rundir.load_checkpoint(run_dir, map_location=device) if resume else None
-    if resume and state is None:
-        raise ReconError(f"{run_dir}: --resume, but the run has no checkpoint")
-    if not resume and rundir.checkpoint_paths(run_dir):
-        raise ReconError(f"{run_dir}: the run directory already holds checkpoints; pass --resume or another -o")
-    if state is not None and state["kind"] != "gaussians":
-        raise ReconError(f"{run_dir}: --resume, but the run is a {state['kind']} fit, not gaussians")
-    if state is not None:  # the run's own options, except --steps (a run can be extended)
-        saved = {f.name: state["config"][f.name] for f in fields(GaussianFitConfig) if f.name in state["config"]}
-        config = GaussianFitConfig(**{**saved, "steps": config.steps})
+    state, config = rundir.resume_state(run_dir, "gaussians", config, resume=resume, map_location=device)
     if config.sh_degree not in (0, 1, 2, 3):
         raise ReconError(f"--sh-degree must be 0..3, got {config.sh_degree}")
     if config.steps < 1:

@@ -22,7 +22,7 @@ from recon.engine.models.nerf import NerfArchitecture, NerfModel
 from recon.engine.models.rays import camera_tensors, pixel_rays
 from recon.engine.scene.scene import Scene
 from recon.engine.train import rundir
-from recon.engine.train.gaussians import evaluate
+from recon.engine.train.evaluate import evaluate
 from recon.engine.train.occupancy_grid import OccupancyGrid
 
 

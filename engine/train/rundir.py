@@ -81,9 +81,12 @@ def resume_state(run_dir: Path, kind: str, config: Any, *, resume: bool,
     """For ``--resume``: the newest checkpoint of a ``kind`` run and the run's own config dataclass
     (every option as saved, except ``steps`` from ``config``, so a run can be extended).
 
-    Without ``resume`` returns ``(None, config)``; a run with no checkpoint or of another kind is an error.
+    Without ``resume`` returns ``(None, config)``, refusing a run directory that already holds checkpoints
+    (a fresh fit would silently mix with them); a run with no checkpoint or of another kind is an error.
     """
     if not resume:
+        if checkpoint_paths(run_dir):
+            raise ReconError(f"{run_dir}: the run directory already holds checkpoints; pass --resume or another -o")
         return None, config
     state = load_checkpoint(run_dir, map_location=map_location)
     if state is None:

@@ -418,7 +418,7 @@ class _ShToColor(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, sh, means, viewmats, degree):
-        n, k = sh.shape[0], sh.shape[1]
+        n = sh.shape[0]
         out = torch.empty(viewmats.shape[0], n, 3, device=sh.device, dtype=torch.float32)
         sh32, means32 = sh.detach().float().contiguous(), means.detach().float().contiguous()
         centers = reference.camera_centers(viewmats.detach().float()).contiguous()
