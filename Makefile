@@ -8,6 +8,8 @@ HAS_GPU := $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1)
 TORCH := $(if $(HAS_GPU),torch,torch==2.13.0)
 DEMO_SCENE ?= demo/scene
 DEMO_RUN ?= runs/demo
+# The full 30000-step schedule on a GPU; a short one on the CPU (about 5 minutes on 2 cores).
+DEMO_STEPS ?= $(if $(HAS_GPU),30000,600)
 
 .PHONY: demo test venv clean cuda
 
@@ -26,7 +28,9 @@ venv: $(VENV)/.base
 demo: $(VENV)/.base
 	$(VENV)/bin/recon demo-scene $(DEMO_SCENE)
 	$(VENV)/bin/recon info $(DEMO_SCENE)
-	$(VENV)/bin/recon fit $(DEMO_SCENE) -o $(DEMO_RUN) --resume
+	$(VENV)/bin/recon fit $(DEMO_SCENE) -o $(DEMO_RUN) --steps $(DEMO_STEPS) \
+	  $$(test -d $(DEMO_RUN)/checkpoints && echo --resume)
+	$(VENV)/bin/recon render $(DEMO_RUN) --path orbit --frames 60 -o $(DEMO_RUN)/orbit.mp4
 
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests

@@ -112,7 +112,8 @@ class GaussianModel:
 
     # ----------------------------------------------------------------- rendering
     def rasterize(self, viewmats: torch.Tensor, Ks: torch.Tensor, width: int, height: int, *,
-                  background: torch.Tensor | None = None, mode: str = "rgb") -> tuple[torch.Tensor, torch.Tensor, dict]:
+                  background: torch.Tensor | None = None, mode: str = "rgb",
+                  absgrad: bool = False) -> tuple[torch.Tensor, torch.Tensor, dict]:
         """Render into cameras ``viewmats`` [C, 4, 4], ``Ks`` [C, 3, 3]; returns rasterize's (image, alpha, info)."""
         from recon.kernels import rasterize
 
@@ -120,7 +121,7 @@ class GaussianModel:
         colors = torch.cat([p["sh0"], p["shN"]], dim=1)
         return rasterize(p["means"], p["quats"], torch.exp(p["scales"]), torch.sigmoid(p["opacities"]), colors,
                          viewmats, Ks, width, height, sh_degree=self.active_sh_degree, background=background,
-                         mode=mode, antialiased=self.antialiased)
+                         mode=mode, antialiased=self.antialiased, absgrad=absgrad)
 
     def render(self, camera: Camera, *, background: Any = None) -> dict[str, torch.Tensor]:
         """Render one camera -> ``rgb`` [H, W, 3], ``depth`` [H, W, 1] (expected depth), ``alpha`` [H, W, 1]."""

@@ -58,7 +58,7 @@ def screen_grad_norms(info: dict[str, Any], absgrad: bool) -> tuple[torch.Tensor
     means2d = info["means2d"]
     grad = getattr(means2d, "absgrad", None) if absgrad else means2d.grad
     if grad is None:
-        raise ReconError("absgrad density control needs a rasterizer that records means2d.absgrad"
+        raise ReconError("absgrad density control needs rasterize(..., absgrad=True) in the training step"
                          if absgrad else "no gradient reached the 2D means (was backward() called?)")
     grad = grad.detach().clone()
     n_cameras = grad.shape[0]

@@ -213,7 +213,7 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
         background = (torch.rand(3, generator=generator).to(device) if config.random_background else fixed_bg)
         cam = images.cameras[index]
         image, _, info = model.rasterize(images.viewmats[index:index + 1], images.Ks[index:index + 1],
-                                         cam.width, cam.height, background=background)
+                                         cam.width, cam.height, background=background, absgrad=config.absgrad)
         target = _target(images.images[index], background)
         loss = photometric_loss(image[0], target, config.ssim_weight)
         extra = strategy.regularization(model.params)

@@ -76,6 +76,7 @@ def rasterize(
     background: torch.Tensor | None = None,  # [D] or [C, D] (colour channels only)
     mode: str = "rgb",
     antialiased: bool = False,
+    absgrad: bool = False,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
     """Render N 3D Gaussians into C cameras, differentiably.
@@ -86,6 +87,8 @@ def rasterize(
     densification), ``conics`` [C, N, 3], ``radii`` [C, N, 2] int32, ``depths`` [C, N], ``opacities`` [C, N]
     (compensated when ``antialiased``), ``colors`` [C, N, D], ``tiles_per_gauss`` [C, N], ``isect_ids``,
     ``flatten_ids``, ``tile_offsets`` [C, tiles_y, tiles_x], ``tile_size``, ``width``, ``height`` and ``backend``.
+    With ``absgrad`` the backward pass also fills ``means2d.absgrad`` [C, N, 2]: per Gaussian, the sum over
+    pixels of the absolute per-pixel gradient of its 2D mean (AbsGS; gsplat's ``absgrad``).
     """
     _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree, mode)
     backend = resolve_backend("rasterize", means.device, backend)
@@ -96,8 +99,13 @@ def rasterize(
         means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, antialiased
     )
     means2d = proj["means2d"]
+    absgrad_sums = None
     if means2d.requires_grad:
         means2d.retain_grad()
+        if absgrad:
+            absgrad_sums = torch.zeros(means2d.shape[0] * means2d.shape[1], 2, device=means2d.device,
+                                       dtype=torch.float32)
+            means2d.absgrad = absgrad_sums.view(means2d.shape)
     if sh_degree is not None:
         colors = stages.sh_to_color(colors, means, viewmats, sh_degree)
     elif colors.dim() == 2:
@@ -116,7 +124,7 @@ def rasterize(
     isect = reference.intersect_tiles(means2d, proj["radii"], proj["depths"], width, height, tile_size)
     image, alpha = stages.blend_tiles(
         means2d, proj["conics"], channels.contiguous(), proj["opacities"], isect["flatten_ids"],
-        isect["tile_offsets"], width, height, tile_size, max_alpha, background,
+        isect["tile_offsets"], width, height, tile_size, max_alpha, background, absgrad_sums,
     )
     meta = {**proj, **isect, "colors": colors, "tile_size": tile_size, "width": width, "height": height,
             "backend": backend}

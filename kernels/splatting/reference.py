@@ -277,13 +277,15 @@ def blend_tiles(
     tile_size: int,
     max_alpha: float = 0.99,
     background: torch.Tensor | None = None,  # [C, D]
+    absgrad: torch.Tensor | None = None,  # [C * N, 2] zeros, filled during backward
     chunk_elements: int = 1 << 23,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 4: front-to-back alpha blending per tile; returns colours [C, H, W, D] and alpha [C, H, W, 1].
 
     Tiles are grouped by how many Gaussians they hold; each group is padded to its largest count and
     evaluated as one [tiles, K, pixels] block (alphas, stop rule, transmittance by cumprod), so autograd
-    gives the backward pass.
+    gives the backward pass. With ``absgrad`` the backward also adds, per Gaussian, the sum over pixels of
+    the absolute per-pixel gradient of its 2D mean (AbsGS / gsplat's ``absgrad``) into that buffer.
     """
     n_cams, tiles_y, tiles_x = tile_offsets.shape
     n_tiles = n_cams * tiles_y * tiles_x
@@ -320,6 +322,9 @@ def blend_tiles(
         conic = flat_conics[gid]
         dx = mean[..., 0, None] - px[:, None]  # [T, K, P]
         dy = mean[..., 1, None] - py[:, None]
+        if absgrad is not None and dx.requires_grad:  # d(dx)/d(mean) = 1: dx's gradient is the per-pixel one
+            for column, offset in ((0, dx), (1, dy)):
+                offset.register_hook(_abs_accumulator(absgrad[:, column], gid[present], present))
         sigma = 0.5 * (conic[..., 0, None] * dx * dx + conic[..., 2, None] * dy * dy) + conic[..., 1, None] * dx * dy
         alpha = torch.clamp_max(flat_opac[gid][..., None] * torch.exp(-sigma), max_alpha)
         usable = present[..., None] & (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
@@ -343,6 +348,15 @@ def blend_tiles(
     return _untile(color, n_cams, tiles_y, tiles_x, tile_size, width, height), _untile(
         1.0 - final_t, n_cams, tiles_y, tiles_x, tile_size, width, height
     )
+
+
+def _abs_accumulator(target: torch.Tensor, ids: torch.Tensor, present: torch.Tensor):
+    """A backward hook adding sum over pixels of |gradient| [T, K, P] into ``target`` at Gaussians ``ids``."""
+
+    def hook(grad: torch.Tensor) -> None:
+        target.index_add_(0, ids, grad.abs().sum(-1)[present].to(target.dtype))
+
+    return hook
 
 
 def _untile(

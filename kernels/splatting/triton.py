@@ -538,9 +538,9 @@ def _blend_fwd_kernel(
 def _blend_bwd_kernel(
     means2d_ptr, conics_ptr, colors_ptr, opac_ptr, ids_ptr, starts_ptr, bg_ptr,
     trans_ptr, last_ptr, v_out_ptr, v_alpha_ptr,
-    v_means2d_ptr, v_conics_ptr, v_colors_ptr, v_opac_ptr,
+    v_means2d_ptr, v_conics_ptr, v_colors_ptr, v_opac_ptr, v_abs_ptr,
     width, height, tiles_x, tiles_per_cam, D, max_alpha,
-    HAS_BG: tl.constexpr, TILE: tl.constexpr, BLOCK_D: tl.constexpr,
+    HAS_BG: tl.constexpr, TILE: tl.constexpr, BLOCK_D: tl.constexpr, ABSGRAD: tl.constexpr,
 ):
     tile = tl.program_id(0)
     cam, pxi, pyi, inside, px, py = _tile_pixels(tile, tiles_x, tiles_per_cam, width, height, TILE)
@@ -583,8 +583,13 @@ def _blend_bwd_kernel(
             tl.atomic_add(v_conics_ptr + g * 3 + 0, 0.5 * tl.sum(v_sigma * dx * dx))
             tl.atomic_add(v_conics_ptr + g * 3 + 1, tl.sum(v_sigma * dx * dy))
             tl.atomic_add(v_conics_ptr + g * 3 + 2, 0.5 * tl.sum(v_sigma * dy * dy))
-            tl.atomic_add(v_means2d_ptr + g * 2 + 0, tl.sum(v_sigma * (ca * dx + cb * dy)))
-            tl.atomic_add(v_means2d_ptr + g * 2 + 1, tl.sum(v_sigma * (cb * dx + cc * dy)))
+            v_mx = v_sigma * (ca * dx + cb * dy)  # per-pixel gradient of the 2D mean
+            v_my = v_sigma * (cb * dx + cc * dy)
+            tl.atomic_add(v_means2d_ptr + g * 2 + 0, tl.sum(v_mx))
+            tl.atomic_add(v_means2d_ptr + g * 2 + 1, tl.sum(v_my))
+            if ABSGRAD:
+                tl.atomic_add(v_abs_ptr + g * 2 + 0, tl.sum(tl.abs(v_mx)))
+                tl.atomic_add(v_abs_ptr + g * 2 + 1, tl.sum(tl.abs(v_my)))
         i -= 1
 
 
@@ -593,7 +598,7 @@ class _Blend(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, background, flatten_ids, tile_offsets, options):
-        width, height, tile_size, max_alpha = options
+        width, height, tile_size, max_alpha, absgrad = options
         n_cams, tiles_y, tiles_x = tile_offsets.shape
         depth = colors.shape[-1]
         starts, ends = reference.tile_ranges(tile_offsets, flatten_ids.numel())
@@ -608,7 +613,7 @@ class _Blend(torch.autograd.Function):
         consts = dict(HAS_BG=background is not None, TILE=tile_size, BLOCK_D=triton.next_power_of_2(depth))
         _blend_fwd_kernel[(starts.numel(),)](*tensors, ids, starts, ends, bg, out, trans, last, *meta, **consts)
         ctx.save_for_backward(*tensors, ids, starts, bg, trans, last)
-        ctx.meta, ctx.consts, ctx.has_bg = meta, consts, background is not None
+        ctx.meta, ctx.consts, ctx.has_bg, ctx.absgrad = meta, consts, background is not None, absgrad
         return out, (1.0 - trans)[..., None]
 
     @staticmethod
@@ -618,14 +623,16 @@ class _Blend(torch.autograd.Function):
         v_out = v_out.float().contiguous() if v_out is not None else torch.zeros(*trans.shape, colors.shape[-1],
                                                                                    device=trans.device)
         v_alpha = v_alpha[..., 0].float().contiguous() if v_alpha is not None else torch.zeros_like(trans)
+        v_abs = ctx.absgrad if ctx.absgrad is not None else grads[0]
         _blend_bwd_kernel[(starts.numel(),)](means2d, conics, colors, opacities, ids, starts, bg, trans, last, v_out,
-                                             v_alpha, *grads, *ctx.meta, **ctx.consts)
+                                             v_alpha, *grads, v_abs, *ctx.meta, **ctx.consts,
+                                             ABSGRAD=ctx.absgrad is not None)
         v_bg = (v_out * trans[..., None]).sum((1, 2)) if ctx.has_bg else None
         return (*grads, v_bg, None, None, None)
 
 
 def blend_tiles(means2d, conics, colors, opacities, flatten_ids, tile_offsets, width, height, tile_size,
-                max_alpha=0.99, background=None) -> tuple[torch.Tensor, torch.Tensor]:
+                max_alpha=0.99, background=None, absgrad=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 4 (and its backward, stage 5) on Triton; same contract as ``reference.blend_tiles``."""
-    options = (width, height, tile_size, max_alpha)
+    options = (width, height, tile_size, max_alpha, absgrad)
     return _Blend.apply(means2d, conics, colors, opacities, background, flatten_ids, tile_offsets, options)
