@@ -35,5 +35,10 @@ demo: $(VENV)/.base
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests
 
+# The CUDA C kernels (kernels/cuda/*.cu) as fatbins next to their sources; RECON_CUDA_ARCHS=75;80;86;89;90 by default.
+cuda:
+	cmake -S . -B build/cuda $(if $(RECON_CUDA_ARCHS),-DRECON_CUDA_ARCHS="$(RECON_CUDA_ARCHS)")
+	cmake --build build/cuda
+
 clean:
 	rm -rf $(VENV) demo runs build *.egg-info
