@@ -53,6 +53,13 @@ def _stages(backend: str) -> Any:
         return reference
     from recon.kernels.splatting import triton as triton_stages  # imported lazily: defines the kernels
 
+    if backend == "cuda":  # CUDA C tile blending (kernels/cuda); projection and SH stay on Triton
+        from types import SimpleNamespace
+
+        from recon.kernels.cuda import blend
+
+        return SimpleNamespace(project_gaussians=triton_stages.project_gaussians,
+                               sh_to_color=triton_stages.sh_to_color, blend_tiles=blend.blend_tiles)
     return triton_stages
 
 
