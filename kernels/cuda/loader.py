@@ -4,7 +4,7 @@ stream, with tensors' device pointers as arguments.
 Where a source's code comes from, first match wins:
 
 1. ``<name>.fatbin`` next to ``<name>.cu``, built by ``make cuda`` (CMakeLists.txt at the repository root) and
-   shipped as package data; skipped when older than a source in this folder or when the driver refuses it.
+   shipped as package data; skipped when older than its ``.cu`` or a ``.cuh`` or when the driver refuses it.
 2. ``<cache>/<name>-sm_XY-<hash>.cubin``, where ``<cache>`` is ``$RECON_CUDA_CACHE`` or ``~/.cache/recon/cuda``
    and ``<hash>`` is the SHA-256 of every ``.cu``/``.cuh`` source here plus the arch.
 3. Compiled now by ``pycuda.compiler.compile`` (nvcc) for the device's arch, announced by one line on stderr,
@@ -53,11 +53,12 @@ def source_hash(arch: str) -> str:
 
 
 def prebuilt_fatbin(name: str) -> Path | None:
-    """``<name>.fatbin`` next to the sources, or None when absent or older than any source here."""
+    """``<name>.fatbin`` next to the sources, or None when absent or older than ``<name>.cu`` or a header here
+    (the files CMakeLists.txt makes it depend on)."""
     fatbin = KERNEL_DIR / f"{name}.fatbin"
     if not fatbin.is_file() or fatbin.stat().st_size == 0:
         return None
-    newest = max(p.stat().st_mtime for p in [*KERNEL_DIR.glob("*.cu"), *KERNEL_DIR.glob("*.cuh")])
+    newest = max(p.stat().st_mtime for p in [KERNEL_DIR / f"{name}.cu", *KERNEL_DIR.glob("*.cuh")])
     return fatbin if fatbin.stat().st_mtime >= newest else None
 
 
