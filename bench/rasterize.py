@@ -12,6 +12,7 @@ Examples:
   python bench/rasterize.py --device cpu --tiny
   python bench/rasterize.py --device cuda --scene garden --vs-gsplat
   python bench/rasterize.py --device cuda --scene garden --check
+  python bench/rasterize.py --device cuda --backends triton,cuda --vs-gsplat   # a column per implementation
 """
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from recon.kernels import rasterize
+from recon.kernels.backend import BACKENDS, resolve_backend
 
 GARDEN = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "gsplat-garden" / "test_garden.npz"
 
@@ -118,14 +120,32 @@ def gsplat_render(scene: dict, grad: bool) -> Callable[[], object]:
     return run
 
 
-def measure(name: str, fwd: Callable, fwd_bwd: Callable, device: torch.device, repeats: int) -> None:
-    """Print forward and forward+backward medians and peak GPU memory for one implementation."""
+def measure(name: str, fwd: Callable, fwd_bwd: Callable, device: torch.device, repeats: int) -> tuple[str, ...]:
+    """Print forward and forward+backward medians and peak GPU memory for one implementation; return them."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     t_fwd = median_ms(fwd, device, repeats)
     t_all = median_ms(fwd_bwd, device, repeats)
     peak = f"{torch.cuda.max_memory_allocated(device) / 2**20:.0f} MiB" if device.type == "cuda" else "n/a (cpu)"
     print(f"{name:>8}: forward {t_fwd:9.2f} ms   forward+backward {t_all:9.2f} ms   peak memory {peak}")
+    return f"{t_fwd:.2f} ms", f"{t_all:.2f} ms", peak
+
+
+def print_columns(columns: dict[str, tuple[str, ...]]) -> None:
+    """One column per implementation: forward, forward+backward, peak memory."""
+    width = max(14, *(len(name) + 2 for name in columns))
+    print(f"{'':<18}" + "".join(f"{name:>{width}}" for name in columns))
+    for row, label in enumerate(("forward", "forward+backward", "peak memory")):
+        print(f"{label:<18}" + "".join(f"{values[row]:>{width}}" for values in columns.values()))
+
+
+def parse_backends(text: str) -> list[str]:
+    """``"triton,cuda"`` -> ``["triton", "cuda"]``, each one of ``BACKENDS``."""
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = [name for name in names if name not in BACKENDS]
+    if not names or unknown:
+        raise argparse.ArgumentTypeError(f"expected a comma list of {', '.join(BACKENDS)}, got {text!r}")
+    return names
 
 
 def check_agreement(scene: dict) -> None:
@@ -145,7 +165,9 @@ def main() -> None:
     parser.add_argument("--scene", choices=("garden", "tiled"), default="garden")
     parser.add_argument("--data", type=Path, default=GARDEN, help="path of test_garden.npz")
     parser.add_argument("--tiny", action="store_true", help="every 50th Gaussian at 1/8 of the image size")
-    parser.add_argument("--backend", choices=("torch", "triton", "cuda"), default=None)
+    parser.add_argument("--backend", choices=BACKENDS, default=None)
+    parser.add_argument("--backends", type=parse_backends, default=None,
+                        help="comma list (e.g. triton,cuda): time each, printed as recon-<backend> columns")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs on the CPU (CUDA uses do_bench)")
     parser.add_argument("--vs-gsplat", action="store_true", help="also time gsplat when it imports")
     parser.add_argument("--check", action="store_true", help="agreement check against gsplat (max_alpha 0.999)")
@@ -153,20 +175,30 @@ def main() -> None:
     device = torch.device(args.device)
     scene = garden_scene(args.data, args.scene, args.tiny, device)
     n_cams = scene["viewmats"].shape[0]
+    chosen = ",".join(args.backends) if args.backends else args.backend or "default"
     print(f"scene {args.scene}{' (tiny)' if args.tiny else ''}: {scene['means'].shape[0]} Gaussians, {n_cams} "
-          f"camera(s) at {scene['width']}x{scene['height']}, device {device}, backend {args.backend or 'default'}")
-    measure("recon", recon_render(scene, args.backend, 0.99, False), recon_render(scene, args.backend, 0.99, True),
-            device, args.repeats)
+          f"camera(s) at {scene['width']}x{scene['height']}, device {device}, backend {chosen}")
+    columns = {}
+    for backend in args.backends or [args.backend]:
+        name = "recon" if backend is None else f"recon-{backend}"
+        if backend is not None and resolve_backend("rasterize", device, backend) != backend:
+            print(f"{name}: cannot run here (see the warning); its column times the fallback")
+        columns[name] = measure(name, recon_render(scene, backend, 0.99, False),
+                                recon_render(scene, backend, 0.99, True), device, args.repeats)
     if args.vs_gsplat or args.check:
         try:
-            import gsplat  # noqa: F401
+            import gsplat
         except ImportError:
             print("gsplat is not importable here: skipping the comparison")
-            return
-        if args.vs_gsplat:
-            measure("gsplat", gsplat_render(scene, False), gsplat_render(scene, True), device, args.repeats)
-        if args.check:
-            check_agreement(scene)
+        else:
+            print(f"peer: gsplat {getattr(gsplat, '__version__', '(version unknown)')}")
+            if args.vs_gsplat:
+                columns["gsplat"] = measure("gsplat", gsplat_render(scene, False), gsplat_render(scene, True), device,
+                                            args.repeats)
+            if args.check:
+                check_agreement(scene)
+    if len(columns) > 1:
+        print_columns(columns)
 
 
 if __name__ == "__main__":
