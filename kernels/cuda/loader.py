@@ -7,8 +7,8 @@ Where a source's code comes from, first match wins:
    shipped as package data; skipped when older than its ``.cu`` or a ``.cuh`` or when the driver refuses it.
 2. ``<cache>/<name>-sm_XY-<hash>.cubin``, where ``<cache>`` is ``$RECON_CUDA_CACHE`` or ``~/.cache/recon/cuda``
    and ``<hash>`` is the SHA-256 of every ``.cu``/``.cuh`` source here plus the arch.
-3. Compiled now by ``pycuda.compiler.compile`` (nvcc) for the device's arch, announced by one line on stderr,
-   then stored in that cache.
+3. Compiled now by ``pycuda.compiler.compile`` (nvcc from PATH or ``$CUDA_HOME/bin``) for the device's arch,
+   announced by one line on stderr, then stored in that cache.
 
 Context: ``pycuda.autoprimaryctx`` initialises the driver on the device's *primary* context, which is the
 context PyTorch's runtime calls use, so ``tensor.data_ptr()`` is valid inside the kernels. Each launch also
@@ -28,7 +28,9 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
+import importlib
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -62,11 +64,10 @@ def prebuilt_fatbin(name: str) -> Path | None:
     return fatbin if fatbin.stat().st_mtime >= newest else None
 
 
+@functools.lru_cache(maxsize=None)
 def _driver() -> Any:
     """``pycuda.driver`` with the primary context set up (imported lazily: pycuda is the optional ``cuda`` extra)."""
     torch.cuda.init()  # PyTorch first, so that both share the primary context it retains
-    import importlib
-
     importlib.import_module("pycuda.autoprimaryctx")  # initialises the driver and retains a primary context
     import pycuda.driver as cuda
 
@@ -80,13 +81,20 @@ def _primary_context(index: int) -> Any:
 
 @contextlib.contextmanager
 def _on_device(index: int) -> Iterator[None]:
-    """Make device ``index``'s primary context (PyTorch's) current for pycuda calls."""
+    """Make device ``index``'s primary context (PyTorch's) current for pycuda calls, then restore the previous one.
+
+    pycuda re-activates the context under its own stack top on pop (device 0's from autoprimaryctx), so with
+    several GPUs PyTorch's current device is set again afterwards.
+    """
     cuda = _driver()
+    previous = torch.cuda.current_device()
     _primary_context(index).push()
     try:
         yield
     finally:
         cuda.Context.pop()
+        if torch.cuda.device_count() > 1:
+            torch.cuda.set_device(previous)
 
 
 def _arch(index: int) -> str:
@@ -103,8 +111,10 @@ def _compile(name: str, arch: str) -> bytes:
           f"{arch} with nvcc through pycuda, cached in {cached.parent}", file=sys.stderr)
     from pycuda.compiler import compile as nvcc_compile
 
-    cubin = nvcc_compile((KERNEL_DIR / f"{name}.cu").read_text(), no_extern_c=True, arch=arch, options=["-O3"],
-                         include_dirs=[str(KERNEL_DIR)], cache_dir=False)
+    cuda_home = os.environ.get("CUDA_HOME") or os.environ.get("CUDA_PATH") or "/usr/local/cuda"
+    nvcc = shutil.which("nvcc") or os.path.join(cuda_home, "bin", "nvcc")
+    cubin = nvcc_compile((KERNEL_DIR / f"{name}.cu").read_text(), nvcc=nvcc, no_extern_c=True, arch=arch,
+                         options=["-O3"], include_dirs=[str(KERNEL_DIR)], cache_dir=False)
     cached.parent.mkdir(parents=True, exist_ok=True)
     partial = cached.with_suffix(f".{os.getpid()}.tmp")
     partial.write_bytes(cubin)
@@ -169,9 +179,9 @@ def launch(source: str, kernel: str, device: torch.device, grid: int, block: int
         return
     index = device.index if device.index is not None else torch.cuda.current_device()
     codes, values = zip(*(_arg(a) for a in args))
-    func = function(source, kernel, index, "".join(codes))
     current = torch.cuda.current_stream(torch.device("cuda", index))
     with _on_device(index):
+        func = function(source, kernel, index, "".join(codes))
         if current.cuda_stream == 0:  # PyTorch's default stream is the legacy default stream: pycuda's None
             func.prepared_async_call((grid, 1), (block, 1, 1), None, *values, shared_size=shared_bytes)
             return
