@@ -3,7 +3,8 @@
 1. The CMake build of the .cu sources for one arch (sm_75) must succeed with nvcc warnings as errors and name
    every kernel entry point; skipped only when nvcc (or cmake) is not found.
 2. Without pycuda or a GPU, ``rasterize(..., backend="cuda")`` falls back with a BackendFallbackWarning and
-   returns the torch result.
+   returns the torch result; the loader takes a fatbin only when it is newer than its sources and keys its
+   compile cache by the sources and the arch.
 3. On the CPU, the same .cu sources compiled by g++ against a small emulation of the CUDA built-ins used
    (one std::thread per CUDA thread, barriers for __syncthreads/__syncthreads_count and the warp shuffles,
    locked atomics) run through ``kernels/cuda/blend.py`` in place of pycuda, and stage 4 is compared with
@@ -100,6 +101,31 @@ def test_cuda_backend_falls_back_to_torch(monkeypatch, seed):
     assert meta["backend"] == "torch"
     assert torch.equal(img, ref_img) and torch.equal(alpha, ref_alpha)
     assert alpha.max() > 0  # not an empty render
+
+
+def test_loader_takes_a_fatbin_only_when_fresh_and_keys_the_cache_by_sources_and_arch(tmp_path, monkeypatch):
+    from recon.kernels.cuda import loader
+
+    for path in [*KERNEL_DIR.glob("*.cu"), *KERNEL_DIR.glob("*.cuh")]:
+        shutil.copy(path, tmp_path / path.name)
+    monkeypatch.setattr(loader, "KERNEL_DIR", tmp_path)
+    assert loader.prebuilt_fatbin("blend_forward") is None  # none built
+    fatbin = tmp_path / "blend_forward.fatbin"
+    fatbin.write_bytes(b"fatbin")
+    newest = max(p.stat().st_mtime for p in tmp_path.glob("*.cu*"))
+    os.utime(fatbin, (newest + 10, newest + 10))
+    assert loader.prebuilt_fatbin("blend_forward") == fatbin
+    os.utime(tmp_path / "blend_backward.cu", (newest + 20, newest + 20))  # another kernel's source: still fresh
+    assert loader.prebuilt_fatbin("blend_forward") == fatbin
+    os.utime(tmp_path / "common.cuh", (newest + 20, newest + 20))  # a shared header: stale
+    assert loader.prebuilt_fatbin("blend_forward") is None
+
+    key = loader.source_hash("sm_80")
+    assert key != loader.source_hash("sm_90")
+    (tmp_path / "common.cuh").write_text((tmp_path / "common.cuh").read_text() + "\n// edited\n")
+    assert loader.source_hash("sm_80") != key
+    monkeypatch.setenv("RECON_CUDA_CACHE", str(tmp_path / "cache"))
+    assert loader.cache_dir() == tmp_path / "cache"
 
 
 # ------------------------------------------------------------------------------------------ 3. CPU emulation
@@ -374,7 +400,7 @@ def test_cuda_rasterize_matches_reference_on_gpu(case_seed, n, n_cams, width, he
     background = torch.rand(depth, generator=gen) if with_bg else None
     v_seed = torch.Generator().manual_seed(100 + case_seed)
     results = {}
-    for backend, device in (("torch", "cpu"), ("cuda", "cuda")):
+    for backend, device in (("torch", "cuda"), ("cuda", "cuda")):  # same device, as the Triton tests compare
         leaves = [t.to(device).requires_grad_(True) for t in (means, quats, scales, opacities, colors)]
         img, alpha, meta = rasterize(*leaves, viewmats.to(device), Ks.to(device), width, height, backend=backend,
                                      absgrad=absgrad, background=None if background is None else background.to(device),
