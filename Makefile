@@ -37,7 +37,7 @@ test: $(VENV)/.test
 
 # The CUDA C kernels (kernels/cuda/*.cu) as fatbins next to their sources; RECON_CUDA_ARCHS=75;80;86;89;90 by default.
 cuda:
-	cmake -S . -B build/cuda $(if $(RECON_CUDA_ARCHS),-DRECON_CUDA_ARCHS="$(RECON_CUDA_ARCHS)")
+	cmake -S . -B build/cuda -DRECON_CUDA_ARCHS="$(or $(RECON_CUDA_ARCHS),75;80;86;89;90)"
 	cmake --build build/cuda
 
 clean:
