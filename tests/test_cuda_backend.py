@@ -132,12 +132,9 @@ def test_loader_takes_a_fatbin_only_when_fresh_and_keys_the_cache_by_sources_and
 
 EMULATION = r"""
 #include <math.h>
+#include <ucontext.h>
 #include <algorithm>
-#include <atomic>
-#include <barrier>
-#include <memory>
-#include <mutex>
-#include <thread>
+#include <functional>
 #include <vector>
 
 struct float2 { float x, y; };
@@ -145,8 +142,9 @@ struct float4 { float x, y, z, w; };
 inline float2 make_float2(float x, float y) { return {x, y}; }
 inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 struct Dim3 { unsigned x, y, z; };
-thread_local Dim3 threadIdx;
-static Dim3 emu_block_idx, emu_block_dim;  // blocks run one after the other
+// Every CUDA thread of a block is a fiber (ucontext) on one OS thread; blocks run one after the other.
+// A barrier parks the fiber until all fibers of its block (or warp) have arrived.
+static Dim3 threadIdx, emu_block_idx, emu_block_dim;
 #define blockIdx emu_block_idx
 #define blockDim emu_block_dim
 #define __global__
@@ -155,48 +153,61 @@ static Dim3 emu_block_idx, emu_block_dim;  // blocks run one after the other
 using std::min;
 
 alignas(16) float4 recon_shared[1024 * 2];  // the dynamic shared memory (extern __shared__)
-static std::barrier<>* emu_block_barrier;
-static std::vector<std::unique_ptr<std::barrier<>>> emu_warp_barriers;
-static std::atomic<int> emu_count{0};
-static std::mutex emu_atomic;
+static ucontext_t emu_scheduler;
+static std::vector<ucontext_t> emu_fibers;
+static std::vector<std::vector<char>> emu_stacks;
+static std::function<void()> emu_body;
+static unsigned emu_current;
+static int emu_count = 0;
 static float emu_lane_value[32][32];
 static int emu_lane_flag[32][32];
+struct EmuBarrier { int arrived = 0; long generation = 0; };
+static EmuBarrier emu_block_barrier, emu_warp_barrier[8];
 
-inline void __syncthreads() { emu_block_barrier->arrive_and_wait(); }
+inline void emu_yield() { swapcontext(&emu_fibers[emu_current], &emu_scheduler); }
+inline void emu_wait(EmuBarrier& barrier, int participants) {
+    const long generation = barrier.generation;
+    if (++barrier.arrived == participants) {
+        barrier.arrived = 0;
+        ++barrier.generation;
+    } else {
+        while (barrier.generation == generation) emu_yield();
+    }
+}
+inline void __syncthreads() { emu_wait(emu_block_barrier, int(blockDim.x)); }
+inline void emu_warp_sync() { emu_wait(emu_warp_barrier[threadIdx.x / 32], 32); }
 inline int __syncthreads_count(int predicate) {
-    emu_block_barrier->arrive_and_wait();
-    if (predicate) emu_count.fetch_add(1);
-    emu_block_barrier->arrive_and_wait();
-    const int count = emu_count.load();
-    emu_block_barrier->arrive_and_wait();
-    if (threadIdx.x == 0) emu_count.store(0);
+    __syncthreads();
+    if (predicate) ++emu_count;
+    __syncthreads();
+    const int count = emu_count;
+    __syncthreads();
+    if (threadIdx.x == 0) emu_count = 0;
     return count;
 }
 inline float __shfl_down_sync(unsigned, float value, int offset) {
     const unsigned w = threadIdx.x / 32, lane = threadIdx.x % 32;
     emu_lane_value[w][lane] = value;
-    emu_warp_barriers[w]->arrive_and_wait();
+    emu_warp_sync();
     const float got = lane + offset < 32 ? emu_lane_value[w][lane + offset] : value;
-    emu_warp_barriers[w]->arrive_and_wait();
+    emu_warp_sync();
     return got;
 }
 inline int __any_sync(unsigned, int predicate) {
     const unsigned w = threadIdx.x / 32, lane = threadIdx.x % 32;
     emu_lane_flag[w][lane] = predicate != 0;
-    emu_warp_barriers[w]->arrive_and_wait();
+    emu_warp_sync();
     int any = 0;
     for (int l = 0; l < 32; ++l) any |= emu_lane_flag[w][l];
-    emu_warp_barriers[w]->arrive_and_wait();
+    emu_warp_sync();
     return any;
 }
 inline float atomicAdd(float* address, float value) {
-    std::lock_guard<std::mutex> lock(emu_atomic);
     const float old = *address;
     *address = old + value;
     return old;
 }
 inline int atomicMax(int* address, int value) {
-    std::lock_guard<std::mutex> lock(emu_atomic);
     const int old = *address;
     *address = std::max(old, value);
     return old;
@@ -205,20 +216,41 @@ inline int atomicMax(int* address, int value) {
 #include "blend_forward.cu"
 #include "blend_backward.cu"
 
+static bool emu_fiber_done = false;
+static void emu_fiber_main() {
+    emu_body();
+    emu_fiber_done = true;  // then uc_link resumes the scheduler
+}
+
 template <class Body>
 static void emu_launch(int grid, int block, Body body) {
     emu_block_dim = {unsigned(block), 1, 1};
+    emu_body = body;
+    emu_fibers.assign(block, ucontext_t{});
+    emu_stacks.assign(block, std::vector<char>(1 << 16));
     for (int b = 0; b < grid; ++b) {
         emu_block_idx = {unsigned(b), 0, 0};
-        std::barrier<> block_barrier(block);
-        emu_block_barrier = &block_barrier;
-        emu_warp_barriers.clear();
-        for (int w = 0; w < block / 32; ++w) emu_warp_barriers.emplace_back(new std::barrier<>(32));
-        std::vector<std::thread> threads;
         for (int t = 0; t < block; ++t) {
-            threads.emplace_back([t, &body] { threadIdx = {unsigned(t), 0, 0}; body(); });
+            getcontext(&emu_fibers[t]);
+            emu_fibers[t].uc_stack.ss_sp = emu_stacks[t].data();
+            emu_fibers[t].uc_stack.ss_size = emu_stacks[t].size();
+            emu_fibers[t].uc_link = &emu_scheduler;
+            makecontext(&emu_fibers[t], emu_fiber_main, 0);
         }
-        for (auto& thread : threads) thread.join();
+        std::vector<char> finished(block, 0);
+        for (int left = block; left > 0;) {  // round robin until every fiber has returned
+            for (int t = 0; t < block; ++t) {
+                if (finished[t]) continue;
+                threadIdx = {unsigned(t), 0, 0};
+                emu_current = unsigned(t);
+                swapcontext(&emu_scheduler, &emu_fibers[t]);
+                if (emu_fiber_done) {
+                    finished[t] = 1;
+                    --left;
+                    emu_fiber_done = false;
+                }
+            }
+        }
     }
 }
 
@@ -254,7 +286,7 @@ def emulated_kernels(tmp_path_factory):
         (folder / path.name).write_text(text)
     (folder / "emulation.cpp").write_text(EMULATION)
     library = folder / "emulation.so"
-    build = subprocess.run([gxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread", "-Wno-unknown-pragmas",
+    build = subprocess.run([gxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas",
                             "-o", str(library), str(folder / "emulation.cpp")], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
     return ctypes.CDLL(str(library))
