@@ -37,32 +37,26 @@ class _Blend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, background, flatten_ids, tile_offsets, options):
         width, height, tile_size, max_alpha, absgrad = options
-        n_cams, tiles_y, tiles_x = tile_offsets.shape
+        _, tiles_y, tiles_x = tile_offsets.shape
         depth = colors.shape[-1]
-        starts, ends = reference.tile_ranges(tile_offsets, flatten_ids.numel())
-        tensors = [t.detach().float().contiguous() for t in (means2d, conics, colors, opacities)]
-        bg = background.detach().float().contiguous() if background is not None else None
-        dev = means2d.device
-        out = torch.empty(n_cams, height, width, depth, device=dev, dtype=torch.float32)
-        trans = torch.empty(n_cams, height, width, device=dev, dtype=torch.float32)
-        last = torch.empty(n_cams, height, width, device=dev, dtype=torch.int32)
-        ids = flatten_ids.long().contiguous()
+        buf = reference.blend_buffers(means2d, conics, colors, opacities, background, flatten_ids, tile_offsets,
+                                      width, height)
+        tensors, ids, starts, bg, trans, last = buf.inputs, buf.ids, buf.starts, buf.background, buf.trans, buf.last
         threads = _threads(tile_size)
         meta = (width, height, tiles_x, tiles_y * tiles_x, tile_size, depth, float(max_alpha))
-        loader.launch("blend_forward", f"blend_forward_{_channel_bound(depth)}", dev, starts.numel(), threads,
-                      threads * SHARED_BYTES_PER_THREAD, (*tensors, ids, starts, ends, bg, out, trans, last, *meta))
+        loader.launch("blend_forward", f"blend_forward_{_channel_bound(depth)}", means2d.device, starts.numel(),
+                      threads, threads * SHARED_BYTES_PER_THREAD,
+                      (*tensors, ids, starts, buf.ends, bg, buf.out, trans, last, *meta))
         ctx.save_for_backward(*tensors, ids, starts, bg, trans, last)
         ctx.meta, ctx.threads, ctx.absgrad = meta, threads, absgrad
-        return out, (1.0 - trans)[..., None]
+        return buf.out, (1.0 - trans)[..., None]
 
     @staticmethod
     def backward(ctx, v_out, v_alpha):
         means2d, conics, colors, opacities, ids, starts, bg, trans, last = ctx.saved_tensors
         grads = [torch.zeros_like(t) for t in (means2d, conics, colors, opacities)]
         depth = colors.shape[-1]
-        v_out = (v_out.float().contiguous() if v_out is not None
-                 else torch.zeros(*trans.shape, depth, device=trans.device))
-        v_alpha = v_alpha[..., 0].float().contiguous() if v_alpha is not None else torch.zeros_like(trans)
+        v_out, v_alpha = reference.blend_output_grads(v_out, v_alpha, trans, depth)
         v_abs = ctx.absgrad
         if v_abs is not None and (v_abs.dtype != torch.float32 or not v_abs.is_contiguous()):
             raise ValueError("absgrad buffer must be a contiguous float32 [C * N, 2] tensor")

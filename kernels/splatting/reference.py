@@ -9,6 +9,7 @@ as its transmittance would fall under 1e-4 (``T * (1 - alpha) < 1e-4``: that Gau
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -263,6 +264,44 @@ def tile_ranges(tile_offsets: torch.Tensor, n_isects: int) -> tuple[torch.Tensor
     starts = tile_offsets.flatten().long()
     ends = torch.cat([starts[1:], starts.new_tensor([n_isects])])
     return starts, ends
+
+
+class BlendBuffers(NamedTuple):
+    """What a compiled blend kernel reads and writes (Triton and CUDA alike): float32 contiguous inputs,
+    each tile's range of sorted intersections, and the outputs to fill."""
+
+    inputs: list[torch.Tensor]  # means2d, conics, colors, opacities
+    background: torch.Tensor | None  # [C, D] float32 or None
+    ids: torch.Tensor  # [I] int64, sorted Gaussian ids
+    starts: torch.Tensor  # [C * tiles]
+    ends: torch.Tensor  # [C * tiles]
+    out: torch.Tensor  # [C, H, W, D]
+    trans: torch.Tensor  # [C, H, W] final transmittance
+    last: torch.Tensor  # [C, H, W] int32 index of the last contributing intersection
+
+
+def blend_buffers(means2d: torch.Tensor, conics: torch.Tensor, colors: torch.Tensor, opacities: torch.Tensor,
+                  background: torch.Tensor | None, flatten_ids: torch.Tensor, tile_offsets: torch.Tensor,
+                  width: int, height: int) -> BlendBuffers:
+    """Inputs made kernel-ready and outputs allocated for a forward blend kernel."""
+    inputs = [t.detach().float().contiguous() for t in (means2d, conics, colors, opacities)]
+    starts, ends = tile_ranges(tile_offsets, flatten_ids.numel())
+    shape = (tile_offsets.shape[0], height, width)
+    dev = means2d.device
+    return BlendBuffers(
+        inputs, background.detach().float().contiguous() if background is not None else None,
+        flatten_ids.long().contiguous(), starts, ends,
+        torch.empty(*shape, colors.shape[-1], device=dev, dtype=torch.float32),
+        torch.empty(shape, device=dev, dtype=torch.float32), torch.empty(shape, device=dev, dtype=torch.int32))
+
+
+def blend_output_grads(v_out: torch.Tensor | None, v_alpha: torch.Tensor | None, trans: torch.Tensor,
+                       depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The incoming gradients of a blend's (image, alpha) as contiguous float32 [C, H, W, D] and [C, H, W]
+    (zeros where autograd passes None)."""
+    v_out = v_out.float().contiguous() if v_out is not None else trans.new_zeros(*trans.shape, depth)
+    v_alpha = v_alpha[..., 0].float().contiguous() if v_alpha is not None else torch.zeros_like(trans)
+    return v_out, v_alpha
 
 
 def blend_tiles(

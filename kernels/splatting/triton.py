@@ -599,30 +599,25 @@ class _Blend(torch.autograd.Function):
     @staticmethod
     def forward(ctx, means2d, conics, colors, opacities, background, flatten_ids, tile_offsets, options):
         width, height, tile_size, max_alpha, absgrad = options
-        n_cams, tiles_y, tiles_x = tile_offsets.shape
+        _, tiles_y, tiles_x = tile_offsets.shape
         depth = colors.shape[-1]
-        starts, ends = reference.tile_ranges(tile_offsets, flatten_ids.numel())
-        tensors = [t.detach().float().contiguous() for t in (means2d, conics, colors, opacities)]
-        bg = background.detach().float().contiguous() if background is not None else tensors[0]
-        dev = means2d.device
-        out = torch.empty(n_cams, height, width, depth, device=dev, dtype=torch.float32)
-        trans = torch.empty(n_cams, height, width, device=dev, dtype=torch.float32)
-        last = torch.empty(n_cams, height, width, device=dev, dtype=torch.int32)
-        ids = flatten_ids.contiguous()
+        buf = reference.blend_buffers(means2d, conics, colors, opacities, background, flatten_ids, tile_offsets,
+                                      width, height)
+        tensors, ids, starts, trans, last = buf.inputs, buf.ids, buf.starts, buf.trans, buf.last
+        bg = buf.background if background is not None else tensors[0]  # a dummy pointer when HAS_BG is off
         meta = (width, height, tiles_x, tiles_y * tiles_x, depth, max_alpha)
         consts = dict(HAS_BG=background is not None, TILE=tile_size, BLOCK_D=triton.next_power_of_2(depth))
-        _blend_fwd_kernel[(starts.numel(),)](*tensors, ids, starts, ends, bg, out, trans, last, *meta, **consts)
+        _blend_fwd_kernel[(starts.numel(),)](*tensors, ids, starts, buf.ends, bg, buf.out, trans, last, *meta,
+                                             **consts)
         ctx.save_for_backward(*tensors, ids, starts, bg, trans, last)
         ctx.meta, ctx.consts, ctx.has_bg, ctx.absgrad = meta, consts, background is not None, absgrad
-        return out, (1.0 - trans)[..., None]
+        return buf.out, (1.0 - trans)[..., None]
 
     @staticmethod
     def backward(ctx, v_out, v_alpha):
         means2d, conics, colors, opacities, ids, starts, bg, trans, last = ctx.saved_tensors
         grads = [torch.zeros_like(t) for t in (means2d, conics, colors, opacities)]
-        v_out = v_out.float().contiguous() if v_out is not None else torch.zeros(*trans.shape, colors.shape[-1],
-                                                                                   device=trans.device)
-        v_alpha = v_alpha[..., 0].float().contiguous() if v_alpha is not None else torch.zeros_like(trans)
+        v_out, v_alpha = reference.blend_output_grads(v_out, v_alpha, trans, colors.shape[-1])
         v_abs = ctx.absgrad if ctx.absgrad is not None else grads[0]
         _blend_bwd_kernel[(starts.numel(),)](means2d, conics, colors, opacities, ids, starts, bg, trans, last, v_out,
                                              v_alpha, *grads, v_abs, *ctx.meta, **ctx.consts,
