@@ -35,7 +35,8 @@ class FitConfig:
     """Options of ``recon smpl fit`` (each field becomes a command-line option)."""
 
     iterations: int = field(default=15, metadata={"help": "solver iterations per stage"})
-    pose_prior: float = field(default=100.0, metadata={"help": "weight of the L2 body-pose prior (first stages)"})
+    pose_prior: float = field(default=3000.0, metadata={
+        "help": "weight of the L2 body-pose prior in the first stage (x0.1 per later stage)"})
     shape_prior: float = field(default=100.0, metadata={"help": "weight of the L2 shape (betas) prior"})
     bend_prior: float = field(default=1e4, metadata={"help": "weight of the knee/elbow bending-direction prior"})
     angle_prior: float = field(default=1e4, metadata={"help": "weight of the joint angle-limit prior"})
@@ -300,7 +301,7 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
     """Fit to 2D keypoints ``xy`` [F, J, 2] pixels in the model's joint order with ``confidence`` [F, J].
 
     The body translation plays the role of the camera translation (the camera stays where given).
-    Two starts per frame, facing the camera and facing away, are tried in stage 0; the better is kept.
+    Two starts per frame, facing the camera and facing away, are fitted; the better is kept.
     """
     xy = np.asarray(xy, dtype=np.float64)
     conf = np.asarray(confidence, dtype=np.float64)
@@ -320,15 +321,20 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
         w, tgt = _tile(w, proj.shape[0]), _tile(tgt, proj.shape[0])
         return (w.sqrt()[..., None] * robust_residuals(proj - tgt, config.sigma)).reshape(proj.shape[0], -1)
 
-    # Stage 0 over both facing candidates at once (2F rows), then keep each frame's better one.
-    tgt2, torso2 = target.repeat(2, 1, 1), torso.repeat(2, 1)
+    # Both facing candidates (rows: every frame facing the camera, then every frame facing away) go
+    # through every stage, as in SMPLify; each frame (the whole sequence when coupled) keeps the one
+    # with the lower final objective, priors included, which settles the monocular front/back ambiguity.
     both = _init_facing_camera(model, np.where(used[..., None], xy, np.nan), camera)
-    both = _stage0(model, both, config, lambda q: residual(q, torso2, tgt2))
+    both = _stage0(model, both, config, lambda q: residual(q, torso, target))
+    layout, toward = _coupled_layout(model, frames, config, both[:frames])
+    _, away = _coupled_layout(model, frames, config, both[frames:])
+    data = lambda q: residual(q, weight, target)  # noqa: E731
+    x = _solve(layout, torch.cat([toward, away]), model, config, data)
     with torch.no_grad():
-        cost = residual(_Layout(model, 2 * frames).unpack(both), torso2, tgt2).pow(2).sum(-1).reshape(2, frames)
-    rows = torch.arange(frames, device=both.device) + frames * (cost[1] < cost[0]).long()
-    layout, x = _coupled_layout(model, frames, config, both[rows])
-    result = _finish(layout, _solve(layout, x, model, config, lambda q: residual(q, weight, target)), model)
+        cost = _all_residuals(layout, x, model, config, data, REFINE_PRIOR_SCALES[-1]).pow(2).sum(-1)
+    half = x.shape[0] // 2
+    x = torch.where((cost[half:] < cost[:half])[:, None], x[half:], x[:half])
+    result = _finish(layout, x, model)
     with torch.no_grad():
         proj = camera.project(torch.as_tensor(result.joints)).numpy()
     err = np.linalg.norm(proj - xy, axis=-1)
@@ -422,7 +428,7 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
 
     ICP style: nearest-neighbour matches both ways are fixed for two Levenberg-Marquardt iterations,
     then recomputed (``iterations`` rounds per stage). Stage 0 tries four headings about the vertical
-    axis (orientation and translation only) and keeps the best.
+    axis (orientation and translation only); the best two are refined and the better result is kept.
     """
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < 10:
@@ -465,13 +471,18 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
     x = icp(headings, headings.pack(params), None, headings.pose_columns())
     with torch.no_grad():
         to_scan, to_model = chamfer(surface(headings.unpack(x)), scan[None].expand(4, -1, -1))
-    best = int(torch.argmin(to_scan + to_model))
-    layout, x = _Layout(model, 1), x[best:best + 1]
+    # The two best headings (a body and its half-turn fit a scan's silhouette almost equally) go through
+    # every stage; the lower final objective, priors included, wins.
+    layout, x = _Layout(model, 1), x[torch.argsort(to_scan + to_model)[:2]]
     for scale in REFINE_PRIOR_SCALES:
         x = icp(layout, x, scale, None)
-    result = _finish(layout, x, model)
     with torch.no_grad():
-        to_scan, to_model = chamfer(surface(layout.unpack(x)), scan[None])
+        params = layout.unpack(x)
+        to_scan, to_model = chamfer(surface(params), scan[None].expand(2, -1, -1))
+        priors_cost = _prior_residuals(params, model, config, REFINE_PRIOR_SCALES[-1]).pow(2).sum(-1)
+        best = int(torch.argmin(SCAN_WEIGHT * MM**2 * (to_scan + to_model) + priors_cost))
+    x, to_scan, to_model = x[best:best + 1], to_scan[best], to_model[best]
+    result = _finish(layout, x, model)
     result.report = {"mode": "scan", "frames": 1, "scan_points": int(len(points)),
                      "model_to_scan_rms_mm": float(to_scan.sqrt() * MM),
                      "scan_to_model_rms_mm": float(to_model.sqrt() * MM)}
