@@ -69,7 +69,7 @@ TORSO_CHAIN = ("spine1", "spine2", "spine3", "neck", "left_collar", "right_colla
 def test_fit_keypoints2d_recovers_under_2px(model, seed):
     """Monocular fits are ambiguous in depth (a limb bent toward or away from the camera projects alike), so
     the truth is a person with a near-upright torso and freely posed limbs, and the orientation bound (60
-    degrees; 45 is at the 99.5th percentile over 200 frames) checks the body faces the right way, not its
+    degrees; the worst of 200 frames measured was 45) checks the body faces the right way, not its
     exact pose."""
     gen = torch.Generator().manual_seed(seed)
     truth = _random_params(2, gen, pose_std=0.2)
