@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,38 +29,35 @@ from recon.engine.mesh_export import extract_field_mesh
 from recon.engine.models.sdf import SHAPE_HALF_SIZE, FieldArchitecture, FieldModel
 from recon.engine.scene.scene import Normalization
 from recon.engine.train import rundir
-
-
-def _opt(default: Any, help_text: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help_text, **extra})
+from recon.engine.train.options import option
 
 
 @dataclass
 class FieldFitConfig:
     """Options of an SDF / occupancy fit (each becomes a ``recon fit`` option)."""
 
-    kind: Literal["sdf", "occupancy"] = _opt("sdf", "set by --model", cli=False)
-    steps: int = _opt(3000, "optimisation steps")
-    seed: int = _opt(0, "random seed")
-    batch_size: int = _opt(4096, "surface samples per step (as many off-surface samples)")
-    lr: float = _opt(1e-3, "Adam learning rate (cosine decay to 1/20 of it over the steps)")
-    encoding: Literal["frequency", "hashgrid"] = _opt("frequency", "input encoding of the field network")
-    frequencies: int = _opt(6, "frequency encoding: octaves")
-    n_levels: int = _opt(16, "hash-grid levels")
-    log2_table_size: int = _opt(19, "log2 of the hash table size per level")
-    base_resolution: int = _opt(16, "coarsest grid resolution")
-    max_resolution: int = _opt(2048, "finest grid resolution")
-    hidden: int = _opt(128, "width of the field MLP")
-    layers: int = _opt(3, "hidden layers of the field MLP")
-    surface_samples: int = _opt(250_000, "surface points drawn from a mesh (point clouds use their points)")
-    occupancy_samples: int = _opt(100_000, "labelled samples for occupancy (half uniform, half near-surface)")
-    near_sigma: float = _opt(0.02, "std-dev of near-surface samples (normalised units)")
-    eikonal_weight: float = _opt(0.1, "weight of the Eikonal term (sdf)")
-    normal_weight: float = _opt(1.0, "weight of the normal term (sdf with normals)")
-    offsurface_weight: float = _opt(0.1, "weight of exp(-100|f|) off the surface (sdf, unoriented clouds)")
-    eval_resolution: int = _opt(128, "marching-cubes resolution of the final evaluation (0: skip)")
-    eval_samples: int = _opt(20_000, "surface samples per mesh in the final evaluation")
-    checkpoint_every: int = _opt(1000, "save a checkpoint every this many steps (and at the end)")
+    kind: Literal["sdf", "occupancy"] = option("sdf", "set by --model", cli=False)
+    steps: int = option(3000, "optimisation steps")
+    seed: int = option(0, "random seed")
+    batch_size: int = option(4096, "surface samples per step (as many off-surface samples)")
+    lr: float = option(1e-3, "Adam learning rate (cosine decay to 1/20 of it over the steps)")
+    encoding: Literal["frequency", "hashgrid"] = option("frequency", "input encoding of the field network")
+    frequencies: int = option(6, "frequency encoding: octaves")
+    n_levels: int = option(16, "hash-grid levels")
+    log2_table_size: int = option(19, "log2 of the hash table size per level")
+    base_resolution: int = option(16, "coarsest grid resolution")
+    max_resolution: int = option(2048, "finest grid resolution")
+    hidden: int = option(128, "width of the field MLP")
+    layers: int = option(3, "hidden layers of the field MLP")
+    surface_samples: int = option(250_000, "surface points drawn from a mesh (point clouds use their points)")
+    occupancy_samples: int = option(100_000, "labelled samples for occupancy (half uniform, half near-surface)")
+    near_sigma: float = option(0.02, "std-dev of near-surface samples (normalised units)")
+    eikonal_weight: float = option(0.1, "weight of the Eikonal term (sdf)")
+    normal_weight: float = option(1.0, "weight of the normal term (sdf with normals)")
+    offsurface_weight: float = option(0.1, "weight of exp(-100|f|) off the surface (sdf, unoriented clouds)")
+    eval_resolution: int = option(128, "marching-cubes resolution of the final evaluation (0: skip)")
+    eval_samples: int = option(20_000, "surface samples per mesh in the final evaluation")
+    checkpoint_every: int = option(1000, "save a checkpoint every this many steps (and at the end)")
 
 
 CONFIG = FieldFitConfig

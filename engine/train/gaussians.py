@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,43 +21,40 @@ from recon.engine.models.gaussians import GaussianModel
 from recon.engine.scene.camera import camera_matrices
 from recon.engine.scene.scene import Scene
 from recon.engine.train import rundir
+from recon.engine.train.options import option
 from recon.engine.train.densify import STANDARD_STEPS, DefaultStrategy, MCMCStrategy, Schedule
 from recon.engine.train.evaluate import evaluate
 from recon.engine.train.metrics import photometric_loss, psnr
 from recon.engine.train.optim import exponential_lr, make_adam, set_lr
 
 
-def _opt(default: Any, help_text: str, **extra: Any) -> Any:
-    return field(default=default, metadata={"help": help_text, **extra})
-
-
 @dataclass
 class GaussianFitConfig:
     """Options of a Gaussian fit (each becomes a ``recon fit`` option)."""
 
-    steps: int = _opt(30_000, "optimisation steps (the density schedule shrinks in proportion below 30000)")
-    seed: int = _opt(0, "random seed")
-    downscale: int = _opt(1, "image downscale factor (1, 2, 4 or 8)")
-    test_every: int = _opt(8, "hold out every N-th image for testing (0: none)")
-    sh_degree: int = _opt(3, "largest spherical-harmonics degree (0-3)")
-    sh_interval: int = _opt(1000, "raise the SH degree every this many steps (scaled like the schedule)")
-    init_points: int = _opt(100_000, "random initial Gaussians when the scene has no sparse points")
-    init_opacity: float = _opt(0.1, "initial opacity")
-    means_lr: float = _opt(1.6e-4, "initial position learning rate (times the scene extent)")
-    means_lr_final: float = _opt(1.6e-6, "final position learning rate (times the scene extent)")
-    sh0_lr: float = _opt(2.5e-3, "learning rate of the SH DC colours (higher SH use it / 20)")
-    opacities_lr: float = _opt(0.05, "opacity learning rate")
-    scales_lr: float = _opt(5e-3, "scale learning rate")
-    quats_lr: float = _opt(1e-3, "rotation learning rate")
-    ssim_weight: float = _opt(0.2, "weight of the D-SSIM term in the loss")
-    random_background: bool = _opt(False, "composite RGBA training images on a random colour each step")
-    strategy: Literal["default", "mcmc"] = _opt("default", "density control: 3DGS clone/split/prune or MCMC")
-    densify_grad_threshold: float = _opt(2e-4, "screen-space gradient threshold for clone/split")
-    absgrad: bool = _opt(False, "accumulate absolute 2D gradients (AbsGS; use a ~4x larger threshold)")
-    prune_opacity: float = _opt(0.005, "prune Gaussians more transparent than this")
-    max_gaussians: int = _opt(0, "cap on the number of Gaussians (0: none; MCMC defaults to 1000000)")
-    antialiased: bool = _opt(False, "Mip-Splatting style anti-aliased rasterization")
-    checkpoint_every: int = _opt(7000, "save a checkpoint every this many steps (and at the end)")
+    steps: int = option(30_000, "optimisation steps (the density schedule shrinks in proportion below 30000)")
+    seed: int = option(0, "random seed")
+    downscale: int = option(1, "image downscale factor (1, 2, 4 or 8)")
+    test_every: int = option(8, "hold out every N-th image for testing (0: none)")
+    sh_degree: int = option(3, "largest spherical-harmonics degree (0-3)")
+    sh_interval: int = option(1000, "raise the SH degree every this many steps (scaled like the schedule)")
+    init_points: int = option(100_000, "random initial Gaussians when the scene has no sparse points")
+    init_opacity: float = option(0.1, "initial opacity")
+    means_lr: float = option(1.6e-4, "initial position learning rate (times the scene extent)")
+    means_lr_final: float = option(1.6e-6, "final position learning rate (times the scene extent)")
+    sh0_lr: float = option(2.5e-3, "learning rate of the SH DC colours (higher SH use it / 20)")
+    opacities_lr: float = option(0.05, "opacity learning rate")
+    scales_lr: float = option(5e-3, "scale learning rate")
+    quats_lr: float = option(1e-3, "rotation learning rate")
+    ssim_weight: float = option(0.2, "weight of the D-SSIM term in the loss")
+    random_background: bool = option(False, "composite RGBA training images on a random colour each step")
+    strategy: Literal["default", "mcmc"] = option("default", "density control: 3DGS clone/split/prune or MCMC")
+    densify_grad_threshold: float = option(2e-4, "screen-space gradient threshold for clone/split")
+    absgrad: bool = option(False, "accumulate absolute 2D gradients (AbsGS; use a ~4x larger threshold)")
+    prune_opacity: float = option(0.005, "prune Gaussians more transparent than this")
+    max_gaussians: int = option(0, "cap on the number of Gaussians (0: none; MCMC defaults to 1000000)")
+    antialiased: bool = option(False, "Mip-Splatting style anti-aliased rasterization")
+    checkpoint_every: int = option(7000, "save a checkpoint every this many steps (and at the end)")
 
 
 CONFIG = GaussianFitConfig

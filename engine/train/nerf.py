@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -22,41 +22,38 @@ from recon.engine.models.nerf import NerfArchitecture, NerfModel
 from recon.engine.models.rays import camera_tensors, pixel_rays
 from recon.engine.scene.scene import Scene
 from recon.engine.train import rundir
+from recon.engine.train.options import option
 from recon.engine.train.evaluate import evaluate
 from recon.engine.train.occupancy_grid import OccupancyGrid
-
-
-def _opt(default: Any, help_text: str) -> Any:
-    return field(default=default, metadata={"help": help_text})
 
 
 @dataclass
 class NerfFitConfig:
     """Options of a NeRF fit (each becomes a ``recon fit`` option)."""
 
-    steps: int = _opt(20_000, "optimisation steps")
-    seed: int = _opt(0, "random seed")
-    downscale: int = _opt(1, "image downscale factor (1, 2, 4 or 8)")
-    test_every: int = _opt(8, "hold out every N-th image for testing (0: none)")
-    batch_rays: int = _opt(4096, "rays per step")
-    samples_per_ray: int = _opt(256, "samples per ray before empty-space skipping")
-    lr: float = _opt(1e-2, "Adam learning rate (decays 3x at 50%, 75% and 90% of the steps)")
-    n_levels: int = _opt(16, "hash-grid levels")
-    n_features: int = _opt(2, "features per hash-grid level")
-    log2_table_size: int = _opt(19, "log2 of the hash table size per level")
-    base_resolution: int = _opt(16, "coarsest grid resolution")
-    max_resolution: int = _opt(2048, "finest grid resolution")
-    hidden: int = _opt(64, "width of the density and colour MLPs")
-    scene_box: Literal["auto", "box", "contract"] = _opt(
+    steps: int = option(20_000, "optimisation steps")
+    seed: int = option(0, "random seed")
+    downscale: int = option(1, "image downscale factor (1, 2, 4 or 8)")
+    test_every: int = option(8, "hold out every N-th image for testing (0: none)")
+    batch_rays: int = option(4096, "rays per step")
+    samples_per_ray: int = option(256, "samples per ray before empty-space skipping")
+    lr: float = option(1e-2, "Adam learning rate (decays 3x at 50%, 75% and 90% of the steps)")
+    n_levels: int = option(16, "hash-grid levels")
+    n_features: int = option(2, "features per hash-grid level")
+    log2_table_size: int = option(19, "log2 of the hash table size per level")
+    base_resolution: int = option(16, "coarsest grid resolution")
+    max_resolution: int = option(2048, "finest grid resolution")
+    hidden: int = option(64, "width of the density and colour MLPs")
+    scene_box: Literal["auto", "box", "contract"] = option(
         "auto", "object box (box), mip-NeRF 360 contraction (contract) or by format (auto: box for "
         "Blender/demo scenes or a scene aabb, else contract)")
-    box_radius: float = _opt(1.0, "half-size of the object box (normalised units) around the cameras' focus "
+    box_radius: float = option(1.0, "half-size of the object box (normalised units) around the cameras' focus "
                               "point when the scene has no aabb")
-    random_background: bool = _opt(True, "composite RGBA training images on a random colour per ray")
-    grid_resolution: int = _opt(128, "occupancy grid cells per axis")
-    grid_update_every: int = _opt(16, "update the occupancy grid every this many steps")
-    checkpoint_every: int = _opt(5000, "save a checkpoint every this many steps (and at the end)")
-    eval_every: int = _opt(0, "also measure test PSNR every this many steps (metrics.json 'curve'; "
+    random_background: bool = option(True, "composite RGBA training images on a random colour per ray")
+    grid_resolution: int = option(128, "occupancy grid cells per axis")
+    grid_update_every: int = option(16, "update the occupancy grid every this many steps")
+    checkpoint_every: int = option(5000, "save a checkpoint every this many steps (and at the end)")
+    eval_every: int = option(0, "also measure test PSNR every this many steps (metrics.json 'curve'; "
                               "0: only at the end)")
 
 
