@@ -478,7 +478,7 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
         x = icp(layout, x, scale, None)
     with torch.no_grad():
         params = layout.unpack(x)
-        to_scan, to_model = chamfer(surface(params), scan[None].expand(2, -1, -1))
+        to_scan, to_model = chamfer(surface(params), scan[None].expand(x.shape[0], -1, -1))
         priors_cost = _prior_residuals(params, model, config, REFINE_PRIOR_SCALES[-1]).pow(2).sum(-1)
         best = int(torch.argmin(SCAN_WEIGHT * MM**2 * (to_scan + to_model) + priors_cost))
     x, to_scan, to_model = x[best:best + 1], to_scan[best], to_model[best]
