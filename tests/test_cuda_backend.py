@@ -6,11 +6,13 @@
    returns the torch result; the loader takes a fatbin only when it is newer than its sources and keys its
    compile cache by the sources and the arch.
 3. On the CPU, the same .cu sources compiled by g++ against a small emulation of the CUDA built-ins used
-   (one std::thread per CUDA thread, barriers for __syncthreads/__syncthreads_count and the warp shuffles,
-   locked atomics) run through ``kernels/cuda/blend.py`` in place of pycuda, and stage 4 is compared with
+   (every CUDA thread a ucontext fiber on one OS thread, barriers for __syncthreads/__syncthreads_count and the
+   warp shuffles) run through ``kernels/cuda/blend.py`` in place of pycuda, and stage 4 is compared with
    ``reference.blend_tiles``: forward within 1e-5 abs, gradients within rtol 1e-3 and atol 1e-4 times the
    largest reference magnitude (the backward recovers T by division and sums in another order), as for Triton.
-   This checks the kernels' logic and the argument marshalling, not CUDA's float behaviour or speed.
+   Every launch's arguments are checked against the kernel's C signature parsed from its source (count, order,
+   pointee dtype of each tensor, int vs float), which is what pycuda's packing relies on. This checks the
+   kernels' logic and the argument marshalling, not CUDA's float behaviour or speed.
 4. GPU only (a CUDA device and pycuda): ``rasterize(backend="cuda")`` against the torch reference, forward and
    every gradient, on random scenes (several seeds, odd image sizes, D in {1, 3, 4, 7}, background on/off,
    absgrad) with the tolerances above, and under a non-default stream.
@@ -254,29 +256,61 @@ static void emu_launch(int grid, int block, Body body) {
     }
 }
 
-#define EMU_FORWARD(D)                                                                                        \
-    extern "C" void emu_blend_forward_##D(int grid, int block, const float* a, const float* b, const float* c, \
-        const float* d, const long long* e, const long long* f, const long long* g, const float* h, float* i,  \
-        float* j, int* k, int w, int ht, int tx, int tpc, int ts, int dd, float ma) {                           \
-        emu_launch(grid, block, [=] { blend_forward_##D(a, b, c, d, e, f, g, h, i, j, k, w, ht, tx, tpc, ts, dd, ma); }); \
-    }
-#define EMU_BACKWARD(D)                                                                                       \
-    extern "C" void emu_blend_backward_##D(int grid, int block, const float* a, const float* b, const float* c,\
-        const float* d, const long long* e, const long long* f, const float* g, const float* h, const int* i,  \
-        const float* j, const float* k, float* l, float* m, float* n, float* o, float* p, int w, int ht, int tx, \
-        int tpc, int ts, int dd, float ma) {                                                                    \
-        emu_launch(grid, block, [=] {                                                                           \
-            blend_backward_##D(a, b, c, d, e, f, g, h, i, j, k, l, m, n, o, p, w, ht, tx, tpc, ts, dd, ma);      \
-        });                                                                                                     \
-    }
-EMU_FORWARD(4) EMU_FORWARD(8) EMU_FORWARD(16) EMU_FORWARD(32)
-EMU_BACKWARD(4) EMU_BACKWARD(8) EMU_BACKWARD(16) EMU_BACKWARD(32)
+// the extern "C" entry points emu_<kernel> are generated from the kernels' signatures (_emulation_wrappers)
 """
+
+
+# One entry point per channel bound: `extern "C" __global__ void __launch_bounds__(256) <stem>_##MAX_D(<params>) {`
+_ENTRY_POINT = re.compile(r'extern "C" __global__ void __launch_bounds__\(\d+\) (\w+)_##MAX_D\(([^)]*)\)\s*\{')
+_POINTEE_DTYPES = {"float": torch.float32, "long long": torch.int64, "int": torch.int32}
+
+
+def kernel_signatures() -> dict[str, list[tuple[str, str]]]:
+    """``{kernel: [(C type, parameter name), ...]}`` of every entry point in ``kernels/cuda/*.cu``."""
+    from recon.kernels.cuda.blend import CHANNEL_BOUNDS
+
+    signatures = {}
+    for path in sorted(KERNEL_DIR.glob("*.cu")):
+        text = path.read_text().replace("\\\n", "\n")  # join the macro's continued lines
+        for stem, params in _ENTRY_POINT.findall(text):
+            parsed = [tuple(part.strip().rsplit(None, 1)) for part in params.split(",")]
+            parsed = [(ctype.replace(" *", "*"), name) for ctype, name in parsed]
+            for bound in CHANNEL_BOUNDS:
+                signatures[f"{stem}_{bound}"] = parsed
+    return signatures
+
+
+def test_every_kernel_entry_point_is_found_with_its_signature():
+    signatures = kernel_signatures()
+    assert sorted(signatures) == sorted(KERNELS)
+    for kernel, params in signatures.items():
+        types = {ctype.removeprefix("const ").rstrip("*") for ctype, _ in params}
+        assert types <= set(_POINTEE_DTYPES), (kernel, types)
+        assert params[-1] == ("float", "max_alpha"), kernel
+
+
+def test_launch_arguments_pack_as_pointers_ints_and_floats():
+    from recon.kernels.cuda import loader
+
+    assert [loader._arg(v) for v in (None, True, 7, 0.5)] == [("P", 0), ("i", 1), ("i", 7), ("f", 0.5)]
+    with pytest.raises(TypeError, match="unsupported CUDA kernel argument str"):
+        loader._arg("7")
+
+
+def _emulation_wrappers(signatures: dict[str, list[tuple[str, str]]]) -> str:
+    """C++ ``extern "C" emu_<kernel>(grid, block, <the kernel's parameters>)`` running it in the emulation."""
+    wrappers = []
+    for kernel, params in signatures.items():
+        declared = ", ".join(f"{ctype} {name}" for ctype, name in params)
+        passed = ", ".join(name for _, name in params)
+        wrappers.append(f'extern "C" void emu_{kernel}(int grid, int block, {declared}) {{\n'
+                        f"    emu_launch(grid, block, [=] {{ {kernel}({passed}); }});\n}}\n")
+    return "\n".join(wrappers)
 
 
 @pytest.fixture(scope="module")
 def emulated_kernels(tmp_path_factory):
-    """The .cu sources built by g++ against the emulation above, as a ctypes library."""
+    """The .cu sources built by g++ against the emulation above, as a ctypes library, with their signatures."""
     gxx = shutil.which("g++")
     if gxx is None:
         pytest.skip("needs g++ (C++20) to run the CUDA sources in the CPU emulation")
@@ -284,30 +318,43 @@ def emulated_kernels(tmp_path_factory):
     for path in [*KERNEL_DIR.glob("*.cu"), *KERNEL_DIR.glob("*.cuh")]:
         text = path.read_text().replace("extern __shared__", "extern").replace("__shared__", "static")
         (folder / path.name).write_text(text)
-    (folder / "emulation.cpp").write_text(EMULATION)
+    signatures = kernel_signatures()
+    (folder / "emulation.cpp").write_text(EMULATION + _emulation_wrappers(signatures))
     library = folder / "emulation.so"
     build = subprocess.run([gxx, "-std=c++20", "-O1", "-shared", "-fPIC", "-Wno-unknown-pragmas",
                             "-o", str(library), str(folder / "emulation.cpp")], capture_output=True, text=True)
     assert build.returncode == 0, build.stderr
-    return ctypes.CDLL(str(library))
+    return ctypes.CDLL(str(library)), signatures
 
 
-def _emulated_launch(lib):
+def _checked_argument(kernel: str, ctype: str, name: str, value):
+    """``value`` as ctypes passes it to parameter ``ctype name``, after checking it is what pycuda would pack for
+    that parameter: a tensor of the pointee's dtype or None for a pointer, an int for int, a float for float."""
+    where = f"{kernel}({name})"
+    if ctype.endswith("*"):
+        if value is None:
+            return ctypes.c_void_p(0)
+        assert isinstance(value, torch.Tensor), f"{where}: pointer parameter given {type(value).__name__}"
+        dtype = _POINTEE_DTYPES[ctype.removeprefix("const ").rstrip("*")]
+        assert value.dtype == dtype, f"{where}: {ctype} given a {value.dtype} tensor"
+        assert value.is_contiguous() and value.device.type == "cpu", where
+        return ctypes.c_void_p(value.data_ptr())
+    if ctype == "int":
+        assert isinstance(value, int), f"{where}: int parameter given {type(value).__name__}"
+        return ctypes.c_int(value)
+    assert ctype == "float" and isinstance(value, float), f"{where}: {ctype} parameter given {type(value).__name__}"
+    return ctypes.c_float(value)
+
+
+def _emulated_launch(emulated):
     """A stand-in for ``loader.launch`` that runs the kernel in the emulation on CPU tensors."""
+    lib, signatures = emulated
 
     def launch(source, kernel, device, grid, block, shared_bytes, args):
         assert shared_bytes == 32 * block and block % 32 == 0 and block <= 256
-        converted = []
-        for value in args:
-            if value is None:
-                converted.append(ctypes.c_void_p(0))
-            elif isinstance(value, torch.Tensor):
-                assert value.is_contiguous() and value.device.type == "cpu"
-                converted.append(ctypes.c_void_p(value.data_ptr()))
-            elif isinstance(value, int):
-                converted.append(ctypes.c_int(value))
-            else:
-                converted.append(ctypes.c_float(value))
+        params = signatures[kernel]
+        assert len(args) == len(params), f"{kernel} takes {len(params)} arguments, launched with {len(args)}"
+        converted = [_checked_argument(kernel, ctype, name, value) for (ctype, name), value in zip(params, args)]
         if grid:
             getattr(lib, f"emu_{kernel}")(ctypes.c_int(grid), ctypes.c_int(block), *converted)
 
