@@ -34,11 +34,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.run(args) or 0)
     except ReconError as exc:
-        print(f"recon: error: {exc}", file=sys.stderr)
+        print(f"recon: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)
         return 130
+
+
+def one_line(message: str) -> str:
+    """``message`` folded onto one line (a library's multi-line reason quoted in an error, say)."""
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
 
 
 if __name__ == "__main__":

@@ -65,14 +65,26 @@ def run_fit(args: argparse.Namespace) -> int:
     except RuntimeError as exc:
         raise ReconError(f"--device {args.device}: {exc}") from None
     model = SMPL.from_file(args.model).to(device)
+    images = _read_images(args.image)  # before the fit: a bad image fails in seconds, not after it
     if args.joints3d is not None:
         result, camera = _fit_joints3d(model, args, config), None
     elif args.keypoints2d is not None:
         result, camera = _fit_keypoints2d(model, args, config)
     else:
         result, camera = _fit_scan(model, args, config), None
-    _write_outputs(args, model, result, camera)
+    _write_outputs(args, model, result, camera, images)
     return 0
+
+
+def _read_images(paths: list | None) -> list:
+    """The ``--image`` files as RGB arrays (grey repeated to three channels)."""
+    from recon.engine.io.images import read_image
+
+    images = []
+    for path in paths or []:
+        image = read_image(path)[..., :3]
+        images.append(image.repeat(3, -1) if image.shape[-1] == 1 else image)
+    return images
 
 
 def _fit_joints3d(model, args: argparse.Namespace, config: FitConfig):
@@ -107,27 +119,27 @@ def _fit_scan(model, args: argparse.Namespace, config: FitConfig):
     return fit_scan(model, read_scan(args.scan), config, name=str(args.scan))
 
 
-def _write_outputs(args: argparse.Namespace, model, result, camera) -> None:
+def _write_outputs(args: argparse.Namespace, model, result, camera, images: list) -> None:
+    """Params, meshes, overlays, then report.json last; everything is computed before the first file is written,
+    so a failure leaves no partial set of outputs (each file is itself written atomically)."""
     from recon.engine.io.atomic import write_json_atomic
-    from recon.engine.io.images import read_image, write_image
+    from recon.engine.io.images import write_image
     from recon.engine.io.mesh import write_mesh
     from recon.engine.smpl.io import write_params
     from recon.engine.smpl.overlay import render_mesh_overlay
 
     out = args.output
     frames = len(result.vertices)
-    if args.image and len(args.image) not in (1, frames):
-        raise ReconError(f"{args.image[0]}: {len(args.image)} images given for {frames} frames")
-    write_params(out, result.params)
+    if images and len(images) not in (1, frames):
+        raise ReconError(f"{args.image[0]}: {len(images)} images given for {frames} frames")
     faces = model.faces.cpu().numpy()
+    overlays = [render_mesh_overlay(image, result.vertices[f], faces, camera)
+                for f, image in enumerate(images)] if camera is not None else []
+    write_params(out, result.params)
     for f in range(frames):
         write_mesh(out / "meshes" / f"frame_{f:04d}.{args.mesh_format}", result.vertices[f], faces)
-    if args.image and camera is not None:
-        for f, image_path in enumerate(args.image):
-            image = read_image(image_path)[..., :3]
-            if image.shape[-1] == 1:
-                image = image.repeat(3, -1)
-            write_image(out / f"overlay_{f:04d}.png", render_mesh_overlay(image, result.vertices[f], faces, camera))
+    for f, overlay in enumerate(overlays):
+        write_image(out / f"overlay_{f:04d}.png", overlay)
     write_json_atomic(out / "report.json", result.report)
     summary = {k: v for k, v in result.report.items() if not k.endswith("per_frame")}
     print(json.dumps(summary))

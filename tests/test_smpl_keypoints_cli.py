@@ -121,3 +121,23 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     code = main(["smpl", "fit", "--model", str(tmp_path / "m.npz"), "--keypoints2d", str(tmp_path / "k.json"),
                  "-o", str(tmp_path / "out")])
     assert code == 2 and "need --camera, or --image" in capsys.readouterr().err
+
+
+def test_cli_bad_image_writes_no_outputs(tmp_path, capsys):
+    main(["smpl", "make-test-model", str(tmp_path / "m.npz")])
+    (tmp_path / "k.json").write_text(json.dumps([[[80.0, 60.0, 1.0]] * 24] * 2))  # two frames
+    (tmp_path / "cam.json").write_text(json.dumps({"fx": 300, "fy": 300, "cx": 80, "cy": 60}))
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    base = ["smpl", "fit", "--model", str(tmp_path / "m.npz"), "--keypoints2d", str(tmp_path / "k.json"),
+            "--camera", str(tmp_path / "cam.json"), "-o", str(tmp_path / "out"), "--iterations", "2"]
+    code = main(base + ["--image", str(tmp_path / "broken.png")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "broken.png" in err
+    assert not (tmp_path / "out").exists()
+    from recon.engine.io.images import write_image
+
+    for name in ("a.png", "b.png", "c.png"):
+        write_image(tmp_path / name, np.zeros((120, 160, 3), np.float32))
+    code = main(base + ["--image", *(str(tmp_path / n) for n in ("a.png", "b.png", "c.png"))])
+    assert code == 2 and "3 images given for 2 frames" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
