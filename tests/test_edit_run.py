@@ -164,6 +164,18 @@ def test_transform_and_recolor_through_the_cli(fitted, tmp_path):
                  str(tmp_path / "none")]) == 2  # neither --color nor --hue
 
 
+def test_an_edited_run_refuses_fit_resume_in_one_line(fitted, tmp_path, capsys):
+    scene, run = fitted
+    assert main(["edit", str(run), "--op", "recolor", "--color", "1,0,0", "--box=-9,-9,-9,9,9,9", "-o",
+                 str(tmp_path / "red")]) == 0
+    capsys.readouterr()
+    before = _checkpoint_digest(tmp_path / "red")
+    assert main(["fit", str(scene), "-o", str(tmp_path / "red"), "--resume", "--steps", "200"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "this is an edited run" in err
+    assert _checkpoint_digest(tmp_path / "red") == before
+
+
 def test_finetune_keeps_the_rest_bit_identical(fitted, tmp_path, capsys):
     scene, run = fitted
     masks = str(scene / "masks")

@@ -93,6 +93,10 @@ def resume_state(run_dir: Path, kind: str, config: Any, *, resume: bool,
         raise ReconError(f"{run_dir}: --resume, but the run has no checkpoint")
     if state["kind"] != kind:
         raise ReconError(f"{run_dir}: --resume, but the run is a {state['kind']} fit, not {kind}")
+    if "edit" in state:  # written by `recon edit`: the model only, and photos of the unedited scene would undo it
+        raise ReconError(f"{run_dir}: --resume, but this is an edited run (of {state['edit'].get('from')}); it keeps "
+                         f"no optimiser state and fitting it to the original photos would undo the edit: render or "
+                         f"export it, or refine it with `recon edit --op finetune`")
     names = {f.name for f in dataclasses.fields(config)}
     saved = {k: v for k, v in state["config"].items() if k in names}
     return state, type(config)(**{**saved, "steps": config.steps})
