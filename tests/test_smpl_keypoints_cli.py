@@ -123,6 +123,8 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     assert code == 2 and "need --camera, or --image" in capsys.readouterr().err
 
 
+# imageio probes every plugin on an unreadable file, its deprecated DICOM one included
+@pytest.mark.filterwarnings("ignore:The legacy `DICOM` plugin:DeprecationWarning")
 def test_cli_bad_image_writes_no_outputs(tmp_path, capsys):
     main(["smpl", "make-test-model", str(tmp_path / "m.npz")])
     (tmp_path / "k.json").write_text(json.dumps([[[80.0, 60.0, 1.0]] * 24] * 2))  # two frames
