@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from recon.engine.errors import ReconError
-from recon.engine.models.lbs import axis_angle_to_matrix
+from recon.engine.models.lbs import axis_angle_to_matrix, wrap_axis_angle
 from recon.engine.models.smpl import SMPL, load_model_data
 from recon.engine.smpl.synthetic import JOINT_NAMES, PARENTS, make_test_model, write_test_model
 
@@ -129,6 +129,20 @@ def test_rodrigues_small_angles_and_gradient_at_zero():
     zero = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     axis_angle_to_matrix(zero)[0, 1].backward()  # d R01 / d r = (0, 0, -1) at zero
     np.testing.assert_allclose(zero.grad.numpy(), [0.0, 0.0, -1.0], atol=1e-12)
+
+
+def test_wrap_axis_angle_keeps_the_rotation_with_angle_at_most_pi(seed):
+    gen = torch.Generator().manual_seed(seed)
+    vec = torch.randn(500, 3, generator=gen, dtype=torch.float64) * 5.0
+    edge = torch.tensor([[0.0, 0.0, 0.0], [0.0, np.pi, 0.0], [0.0, 2 * np.pi - 1e-3, 0.0], [3 * np.pi, 0.0, 0.0]],
+                        dtype=torch.float64)
+    vec = torch.cat([vec, edge])
+    wrapped = wrap_axis_angle(vec)
+    np.testing.assert_allclose(axis_angle_to_matrix(wrapped).numpy(), axis_angle_to_matrix(vec).numpy(), atol=1e-12)
+    assert float(wrapped.norm(dim=-1).max()) <= np.pi + 1e-12
+    small = vec.norm(dim=-1) <= np.pi
+    assert torch.equal(wrapped[small], vec[small])  # already canonical: untouched
+    np.testing.assert_allclose(wrapped[-2].numpy(), [0.0, -1e-3, 0.0], atol=1e-12)  # nearly a full turn: tiny
 
 
 def _write_chumpy_pickle(path, data, sparse_format: str) -> None:

@@ -15,6 +15,15 @@ from __future__ import annotations
 import torch
 
 
+def wrap_axis_angle(rot_vecs: torch.Tensor) -> torch.Tensor:
+    """The same rotations [..., 3] with angles in [0, pi]: an axis-angle vector near a full turn is a small
+    rotation whose Jacobian in that form is nearly singular (the angle 2 pi is a singularity of the map)."""
+    theta = rot_vecs.norm(dim=-1, keepdim=True)
+    wrapped = torch.remainder(theta + torch.pi, 2 * torch.pi) - torch.pi  # in [-pi, pi)
+    scale = torch.where(theta > torch.pi, wrapped / theta.clamp_min(torch.pi), torch.ones_like(theta))
+    return rot_vecs * scale
+
+
 def axis_angle_to_matrix(rot_vecs: torch.Tensor) -> torch.Tensor:
     """Rodrigues' formula: axis-angle vectors [..., 3] to rotation matrices [..., 3, 3].
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from recon.engine.errors import ReconError
-from recon.engine.models.lbs import axis_angle_to_matrix
+from recon.engine.models.lbs import axis_angle_to_matrix, wrap_axis_angle
 from recon.engine.models.smpl import SMPL
 from recon.engine.smpl import priors
 from recon.engine.smpl.solver import levenberg_marquardt
@@ -210,7 +210,7 @@ def _kabsch(source: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.nd
 
 def _finish(layout: _Layout, x: torch.Tensor, model: SMPL) -> FitResult:
     with torch.no_grad():
-        params = layout.unpack(x)
+        params = layout.unpack(_wrap_orientation(layout, x))
         vertices, joints = model(params["betas"], params["global_orient"], params["body_pose"], params["transl"])
     return FitResult(params={k: v.detach().cpu().numpy().astype(np.float64) for k, v in params.items()},
                      vertices=vertices.cpu().numpy(), joints=joints.cpu().numpy(), report={})
@@ -224,7 +224,14 @@ def _stage0(model: SMPL, x: torch.Tensor, config: FitConfig,
             data: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
     """Orientation and translation only, frames independent; ``x`` [F, P] in the independent layout."""
     layout = _Layout(model, x.shape[0])
-    return levenberg_marquardt(lambda z: data(layout.unpack(z)), x, config.iterations, free=layout.pose_columns())
+    x = levenberg_marquardt(lambda z: data(layout.unpack(z)), x, config.iterations, free=layout.pose_columns())
+    return _wrap_orientation(layout, x)
+
+
+def _wrap_orientation(layout: _Layout, x: torch.Tensor) -> torch.Tensor:
+    """``x`` with every global orientation's angle in [0, pi] (same rotations; see ``wrap_axis_angle``)."""
+    params = layout.unpack(x)
+    return layout.pack({**params, "global_orient": wrap_axis_angle(params["global_orient"])})
 
 
 def _coupled_layout(model: SMPL, frames: int, config: FitConfig, start: torch.Tensor) -> tuple[_Layout, torch.Tensor]:
@@ -423,12 +430,26 @@ def _icp_residuals(points: torch.Tensor, scan: torch.Tensor, to_scan: torch.Tens
                                               backward.reshape(rows, -1) / scan.shape[0] ** 0.5], -1)
 
 
+def _opposite_facings(global_orient: torch.Tensor, cost: torch.Tensor) -> tuple[int, int]:
+    """Rows of the cheapest start and of the cheapest one facing the other way (the model faces +z; y is up);
+    when every start faces the same way, the one turned furthest from the cheapest."""
+    forward = axis_angle_to_matrix(global_orient)[:, :, 2]  # [G, 3] the body's forward direction
+    yaw = torch.atan2(forward[:, 0], forward[:, 2])
+    best = int(torch.argmin(cost))
+    alignment = torch.cos(yaw - yaw[best])
+    opposite = alignment < 0
+    if bool(opposite.any()):
+        return best, int(torch.argmin(torch.where(opposite, cost, torch.inf)))
+    return best, int(torch.argmin(alignment))
+
+
 def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "scan", seed: int = 0) -> FitResult:
     """Fit one body to a scan's points [N, 3] (metres, y up) with a symmetric chamfer distance plus priors.
 
     ICP style: nearest-neighbour matches both ways are fixed for two Levenberg-Marquardt iterations,
     then recomputed (``iterations`` rounds per stage). Stage 0 tries four headings about the vertical
-    axis (orientation and translation only); the best two are refined and the better result is kept.
+    axis (orientation and translation only); the best start of each facing (towards +z and away) is refined
+    and the better result is kept.
     """
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < 10:
@@ -468,12 +489,13 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
         params["global_orient"][k, 1] = 0.5 * np.pi * k
         rot = axis_angle_to_matrix(params["global_orient"][k])
         params["transl"][k] = scan.mean(0) - rot @ (model.v_template.mean(0) - root) - root
-    x = icp(headings, headings.pack(params), None, headings.pose_columns())
+    x = _wrap_orientation(headings, icp(headings, headings.pack(params), None, headings.pose_columns()))
     with torch.no_grad():
         to_scan, to_model = chamfer(surface(headings.unpack(x)), scan[None].expand(4, -1, -1))
-    # The two best headings (a body and its half-turn fit a scan's silhouette almost equally) go through
-    # every stage; the lower final objective, priors included, wins.
-    layout, x = _Layout(model, 1), x[torch.argsort(to_scan + to_model)[:2]]
+    # A body and its half-turn fit a scan's outline almost equally, and the four starts settle into those two
+    # facings; the best of each facing goes through every stage and the lower final objective, priors
+    # included, wins.
+    layout, x = _Layout(model, 1), x[list(_opposite_facings(headings.unpack(x)["global_orient"], to_scan + to_model))]
     for scale in REFINE_PRIOR_SCALES:
         x = icp(layout, x, scale, None)
     with torch.no_grad():
