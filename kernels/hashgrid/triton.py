@@ -52,9 +52,9 @@ def _hash_fwd_kernel(pos_ptr, table_ptr, scales_ptr, res_ptr, out_ptr, n_points,
     level_base = table_ptr + level.to(tl.int64) * table_size * F
     acc = tl.zeros([BLOCK, F], dtype=tl.float32)
     for c in tl.static_range(8):
-        cx: tl.constexpr = c & 1
-        cy: tl.constexpr = (c >> 1) & 1
-        cz: tl.constexpr = (c >> 2) & 1
+        cx = c & 1  # c is a constexpr of static_range, so these are too (an annotation would re-declare them)
+        cy = (c >> 1) & 1
+        cz = (c >> 2) & 1
         w = (fx * cx + (1.0 - fx) * (1 - cx)) * (fy * cy + (1.0 - fy) * (1 - cy)) * (fz * cz + (1.0 - fz) * (1 - cz))
         row = _row(ix + cx, iy + cy, iz + cz, res, table_size)
         feat = tl.load(level_base + row[:, None] * F + feat_offs[None, :], mask=mask[:, None], other=0.0)
@@ -77,9 +77,9 @@ def _hash_bwd_kernel(pos_ptr, table_ptr, scales_ptr, res_ptr, grad_out_ptr, grad
     dy = tl.zeros([BLOCK], dtype=tl.float32)
     dz = tl.zeros([BLOCK], dtype=tl.float32)
     for c in tl.static_range(8):
-        cx: tl.constexpr = c & 1
-        cy: tl.constexpr = (c >> 1) & 1
-        cz: tl.constexpr = (c >> 2) & 1
+        cx = c & 1  # c is a constexpr of static_range, so these are too (an annotation would re-declare them)
+        cy = (c >> 1) & 1
+        cz = (c >> 2) & 1
         wx = fx * cx + (1.0 - fx) * (1 - cx)
         wy = fy * cy + (1.0 - fy) * (1 - cy)
         wz = fz * cz + (1.0 - fz) * (1 - cz)
