@@ -148,7 +148,7 @@ def test_reference_5000_gaussians_is_finite(seed):
 
 @pytest.mark.parametrize(
     "name,bad",
-    [("means", {"means": torch.zeros(3, 2)}), ("colors", {"colors": torch.zeros(3, 33)}),
+    [("means", {"means": torch.zeros(3, 2)}), ("colors", {"colors": torch.zeros(3, 65)}),
      ("colors", {"colors": torch.zeros(2, 3, 3)}), ("background", {"background": torch.zeros(4)}),
      ("sh_degree", {"sh_degree": 2})],
 )
@@ -162,3 +162,18 @@ def test_bad_shapes_name_the_argument(name, bad):
         args["colors"] = torch.zeros(3, 4, 3)  # degree 2 needs 9 coefficients
     with pytest.raises(ValueError, match=name):
         rasterize(*args.values(), viewmats, Ks, 40, 24, backend="torch", **options)
+
+
+@pytest.mark.parametrize("tile_size", [12, 0, 64])
+def test_unsupported_tile_size_is_refused(tile_size):
+    viewmats, Ks = _camera()
+    with pytest.raises(ValueError, match="tile_size"):
+        rasterize(torch.zeros(3, 3), torch.ones(3, 4), torch.ones(3, 3), torch.ones(3), torch.ones(3, 3), viewmats, Ks,
+                  40, 24, tile_size=tile_size, backend="torch")
+
+
+def test_absgrad_with_too_many_channels_is_refused():
+    viewmats, Ks = _camera()
+    with pytest.raises(ValueError, match="absgrad"):
+        rasterize(torch.zeros(3, 3), torch.ones(3, 4), torch.ones(3, 3), torch.ones(3), torch.ones(3, 16), viewmats, Ks,
+                  40, 24, mode="rgb+depth", absgrad=True, backend="torch")

@@ -80,6 +80,10 @@ CASES = [
     (60, 1, 30, 20, 3, 1, True, {"mode": "rgb+depth"}),
     (60, 1, 30, 20, 3, 2, False, {"background": torch.rand(1, 3)}),
     (60, 1, 30, 20, 3, 3, True, {"tile_size": 8}),
+    # channels past one 16-channel blend program: chunks of 16 with a remainder, depth and background included
+    (70, 1, 27, 21, 33, None, True, {"mode": "rgb+depth", "background": torch.rand(33)}),
+    (50, 2, 19, 23, 64, None, False, {"tile_size": 8}),
+    (90, 1, 45, 37, 3, None, True, {"tile_size": 32, "background": torch.rand(3)}),
 ]
 
 

@@ -20,7 +20,6 @@ from recon.engine.errors import ReconError
 from recon.engine.io.atomic import atomic_path
 
 SELECTION_FILE = "selection.npz"
-MAX_CHANNELS = 32  # the rasterizer's channel limit: L labels + 1 channel of ones
 
 
 @dataclass
@@ -59,6 +58,7 @@ def trace_totals(
     Views of other sizes add their totals: ``label_weights`` turns the sum into weights.
     """
     from recon.kernels import gaussian_pixel_weights
+    from recon.kernels.splatting.op import MAX_CHANNELS  # L labels + 1 channel of ones
 
     n_labels = masks.shape[-1]
     if n_labels + 1 > MAX_CHANNELS:

@@ -9,6 +9,9 @@ from recon.kernels.backend import resolve_backend
 from recon.kernels.splatting import reference
 
 MODES = ("rgb", "rgb+depth")
+TILE_SIZES = (8, 16, 32)  # powers of two: a Triton program covers TILE * TILE pixels with one tl.arange
+MAX_CHANNELS = 64  # colour channels D (tracing: labels + 1); the Triton blend runs them in chunks of 16
+ABSGRAD_MAX_CHANNELS = 16  # absgrad sums per-pixel absolute values, so all channels must blend in one program
 
 
 def _check_inputs(
@@ -21,6 +24,8 @@ def _check_inputs(
     Ks: torch.Tensor,
     sh_degree: int | None,
     mode: str,
+    tile_size: int,
+    absgrad: bool,
 ) -> None:
     """Raise ``ValueError`` naming the first argument whose shape is wrong."""
     n = means.shape[0]
@@ -35,11 +40,18 @@ def _check_inputs(
         raise ValueError(f"rasterize: Ks must have shape [{viewmats.shape[0]}, 3, 3], got {list(Ks.shape)}")
     if mode not in MODES:
         raise ValueError(f"rasterize: mode must be one of {MODES}, got {mode!r}")
+    if tile_size not in TILE_SIZES:
+        raise ValueError(f"rasterize: tile_size must be one of {TILE_SIZES}, got {tile_size!r}")
     if sh_degree is None:
         leading = colors.shape[:-2] if colors.dim() == 3 else ()
-        if (colors.dim() not in (2, 3) or colors.shape[-2] != n or not 1 <= colors.shape[-1] <= 32
+        if (colors.dim() not in (2, 3) or colors.shape[-2] != n or not 1 <= colors.shape[-1] <= MAX_CHANNELS
                 or leading not in ((), (viewmats.shape[0],))):
-            raise ValueError(f"rasterize: colors must be [N, D] or [C, N, D] with D in 1..32, got {list(colors.shape)}")
+            raise ValueError(f"rasterize: colors must be [N, D] or [C, N, D] with D in 1..{MAX_CHANNELS}, got"
+                             f" {list(colors.shape)}")
+        channels = colors.shape[-1] + (mode == "rgb+depth")
+        if absgrad and channels > ABSGRAD_MAX_CHANNELS:
+            raise ValueError(f"rasterize: absgrad supports at most {ABSGRAD_MAX_CHANNELS} channels (depth included),"
+                             f" got {channels}")
     elif not 0 <= sh_degree <= 3 or colors.dim() != 3 or colors.shape[0] != n or colors.shape[1] < (sh_degree + 1) ** 2:
         raise ValueError(
             f"rasterize: sh_degree {sh_degree} needs SH coefficients [N, K>={(sh_degree + 1) ** 2}, 3] with degree"
@@ -97,7 +109,7 @@ def rasterize(
     With ``absgrad`` the backward pass also fills ``means2d.absgrad`` [C, N, 2]: per Gaussian, the sum over
     pixels of the absolute per-pixel gradient of its 2D mean (AbsGS; gsplat's ``absgrad``).
     """
-    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree, mode)
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree, mode, tile_size, absgrad)
     backend = resolve_backend("rasterize", means.device, backend)
     stages = _stages(backend)
     n_cams = viewmats.shape[0]

@@ -22,6 +22,10 @@ ALPHA_THRESHOLD = tl.constexpr(reference.ALPHA_THRESHOLD)
 TRANSMITTANCE_MIN = tl.constexpr(reference.TRANSMITTANCE_MIN)
 MAX_EXTEND = tl.constexpr(reference.MAX_EXTEND)
 FOV_MARGIN = tl.constexpr(reference.FOV_CLAMP - 1.0)
+# Colour channels per blend program, by tile size: more run as several programs per tile. The largest widths whose
+# backward compiles without register spills on sm_80 and sm_90 (bench/kernel_resources.py; a 32 x 32 tile has
+# 512 threads, so at most 128 registers each).
+MAX_BLOCK_D = {8: 16, 16: 16, 32: 4}
 
 
 @triton.jit
@@ -489,19 +493,22 @@ def _splat(ids_ptr, i, means2d_ptr, conics_ptr, opac_ptr, px, py, max_alpha):
     return g, ca, cb, cc, o, dx, dy, sigma, vis, tl.minimum(o * vis, max_alpha)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["width", "height", "tiles_x", "tiles_per_cam", "D"])
 def _blend_fwd_kernel(
     means2d_ptr, conics_ptr, colors_ptr, opac_ptr, ids_ptr, starts_ptr, ends_ptr, bg_ptr,
     out_ptr, trans_ptr, last_ptr,
     width, height, tiles_x, tiles_per_cam, D, max_alpha,
     HAS_BG: tl.constexpr, TILE: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
+    """Program (tile, chunk): the tile's pixels, channels chunk * BLOCK_D ... + BLOCK_D - 1. Every chunk walks
+    the same Gaussians (transmittance does not depend on the channel); chunk 0 also writes T and ``last``."""
     tile = tl.program_id(0)
+    chunk = tl.program_id(1)
     cam, pxi, pyi, inside, px, py = _tile_pixels(tile, tiles_x, tiles_per_cam, width, height, TILE)
-    chan = tl.arange(0, BLOCK_D)
+    chan = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = chan < D
-    start = tl.load(starts_ptr + tile)
-    end = tl.load(ends_ptr + tile)
+    start = tl.load(starts_ptr + tile).to(tl.int32)
+    end = tl.load(ends_ptr + tile).to(tl.int32)
 
     trans = tl.full([TILE * TILE], 1.0, dtype=tl.float32)
     done = ~inside
@@ -521,7 +528,7 @@ def _blend_fwd_kernel(
         col = tl.load(colors_ptr + g * D + chan, mask=cmask, other=0.0)
         acc += w[:, None] * col[None, :]
         trans = tl.where(ok, next_t, trans)
-        last = tl.where(ok, i.to(tl.int32), last)
+        last = tl.where(ok, i, last)
         n_active = tl.sum((~done).to(tl.int32))
         i += 1
 
@@ -530,11 +537,12 @@ def _blend_fwd_kernel(
         acc += trans[:, None] * bg[None, :]
     pixel = (cam * height + pyi) * width + pxi
     tl.store(out_ptr + pixel[:, None] * D + chan[None, :], acc, mask=inside[:, None] & cmask[None, :])
-    tl.store(trans_ptr + pixel, trans, mask=inside)
-    tl.store(last_ptr + pixel, last, mask=inside)
+    first = inside & (chunk == 0)
+    tl.store(trans_ptr + pixel, trans, mask=first)
+    tl.store(last_ptr + pixel, last, mask=first)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["width", "height", "tiles_x", "tiles_per_cam", "D"])
 def _blend_bwd_kernel(
     means2d_ptr, conics_ptr, colors_ptr, opac_ptr, ids_ptr, starts_ptr, bg_ptr,
     trans_ptr, last_ptr, v_out_ptr, v_alpha_ptr,
@@ -542,9 +550,13 @@ def _blend_bwd_kernel(
     width, height, tiles_x, tiles_per_cam, D, max_alpha,
     HAS_BG: tl.constexpr, TILE: tl.constexpr, BLOCK_D: tl.constexpr, ABSGRAD: tl.constexpr,
 ):
+    """Program (tile, chunk). Every gradient except AbsGS's is linear in d(loss)/d(alpha_i), which sums over
+    channels, so each chunk adds its channels' share; chunk 0 adds the alpha output's. ``ABSGRAD`` (a sum of
+    per-pixel absolute values) needs all channels in one program: the caller launches one chunk then."""
     tile = tl.program_id(0)
+    chunk = tl.program_id(1)
     cam, pxi, pyi, inside, px, py = _tile_pixels(tile, tiles_x, tiles_per_cam, width, height, TILE)
-    chan = tl.arange(0, BLOCK_D)
+    chan = chunk * BLOCK_D + tl.arange(0, BLOCK_D)
     cmask = chan < D
     pixel = (cam * height + pyi) * width + pxi
     full = inside[:, None] & cmask[None, :]
@@ -553,7 +565,7 @@ def _blend_bwd_kernel(
     last = tl.load(last_ptr + pixel, mask=inside, other=-1)
     v_out = tl.load(v_out_ptr + pixel[:, None] * D + chan[None, :], mask=full, other=0.0)
     # d(out)/d(alpha_i) has a term -T_final/(1-alpha_i) (bg . v_out) and d(1-T_final)/d(alpha_i) = T_final/(1-alpha_i).
-    v_final = tl.load(v_alpha_ptr + pixel, mask=inside, other=0.0)
+    v_final = tl.load(v_alpha_ptr + pixel, mask=inside & (chunk == 0), other=0.0)
     if HAS_BG:
         bg = tl.load(bg_ptr + cam * D + chan, mask=cmask, other=0.0)
         v_final -= tl.sum(v_out * bg[None, :], axis=1)
@@ -561,7 +573,7 @@ def _blend_bwd_kernel(
 
     trans = t_final
     after = tl.zeros([TILE * TILE, BLOCK_D], dtype=tl.float32)  # sum over later Gaussians of w_j c_j
-    start = tl.load(starts_ptr + tile)
+    start = tl.load(starts_ptr + tile).to(tl.int32)
     i = tl.max(last)
     while i >= start:
         g, ca, cb, cc, o, dx, dy, sigma, vis, alpha = _splat(ids_ptr, i, means2d_ptr, conics_ptr, opac_ptr, px, py,
@@ -593,6 +605,17 @@ def _blend_bwd_kernel(
         i -= 1
 
 
+def _blend_launch(tile_size: int, depth: int, has_bg: bool) -> tuple[int, dict]:
+    """Number of channel chunks, and constexprs and launch options of the blend kernels: channels in chunks of at
+    most ``MAX_BLOCK_D[tile_size]``, two pixels per thread (warps by tile area), and a register budget of all the
+    block may have (ptxas's default budget spilled 8 bytes in the sm_80 backward with a background)."""
+    block_d = min(triton.next_power_of_2(depth), MAX_BLOCK_D[tile_size])
+    num_warps = max(1, tile_size * tile_size // 64)
+    consts = dict(HAS_BG=has_bg, TILE=tile_size, BLOCK_D=block_d, num_warps=num_warps,
+                  maxnreg=min(255, 65536 // (32 * num_warps)))
+    return triton.cdiv(depth, block_d), consts
+
+
 class _Blend(torch.autograd.Function):
     """Per-tile blending: Triton forward and backward kernels."""
 
@@ -606,11 +629,12 @@ class _Blend(torch.autograd.Function):
         tensors, ids, starts, trans, last = buf.inputs, buf.ids, buf.starts, buf.trans, buf.last
         bg = buf.background if background is not None else tensors[0]  # a dummy pointer when HAS_BG is off
         meta = (width, height, tiles_x, tiles_y * tiles_x, depth, max_alpha)
-        consts = dict(HAS_BG=background is not None, TILE=tile_size, BLOCK_D=triton.next_power_of_2(depth))
-        _blend_fwd_kernel[(starts.numel(),)](*tensors, ids, starts, buf.ends, bg, buf.out, trans, last, *meta,
-                                             **consts)
+        chunks, consts = _blend_launch(tile_size, depth, background is not None)
+        _blend_fwd_kernel[(starts.numel(), chunks)](*tensors, ids, starts, buf.ends, bg, buf.out, trans, last, *meta,
+                                                    **consts)
         ctx.save_for_backward(*tensors, ids, starts, bg, trans, last)
-        ctx.meta, ctx.consts, ctx.has_bg, ctx.absgrad = meta, consts, background is not None, absgrad
+        ctx.meta, ctx.chunks, ctx.consts = meta, chunks, consts
+        ctx.has_bg, ctx.absgrad = background is not None, absgrad
         return buf.out, (1.0 - trans)[..., None]
 
     @staticmethod
@@ -619,9 +643,9 @@ class _Blend(torch.autograd.Function):
         grads = [torch.zeros_like(t) for t in (means2d, conics, colors, opacities)]
         v_out, v_alpha = reference.blend_output_grads(v_out, v_alpha, trans, colors.shape[-1])
         v_abs = ctx.absgrad if ctx.absgrad is not None else grads[0]
-        _blend_bwd_kernel[(starts.numel(),)](means2d, conics, colors, opacities, ids, starts, bg, trans, last, v_out,
-                                             v_alpha, *grads, v_abs, *ctx.meta, **ctx.consts,
-                                             ABSGRAD=ctx.absgrad is not None)
+        _blend_bwd_kernel[(starts.numel(), ctx.chunks)](means2d, conics, colors, opacities, ids, starts, bg, trans,
+                                                        last, v_out, v_alpha, *grads, v_abs, *ctx.meta, **ctx.consts,
+                                                        ABSGRAD=ctx.absgrad is not None)
         v_bg = (v_out * trans[..., None]).sum((1, 2)) if ctx.has_bg else None
         return (*grads, v_bg, None, None, None)
 
