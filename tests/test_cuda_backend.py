@@ -1,7 +1,8 @@
 """The CUDA C backend (kernels/cuda): its CMake build, its fallback without pycuda/GPU, its kernels' numerics.
 
-1. The CMake build of the .cu sources for one arch (sm_75) must succeed with nvcc warnings as errors and name
-   every kernel entry point; skipped only when nvcc (or cmake) is not found.
+1. The CMake build of the .cu sources for the shipped archs (sm_75/80/86/89/90) must succeed with nvcc warnings
+   as errors, ptxas register spills included, and name every kernel entry point; skipped only when nvcc (or
+   cmake) is not found.
 2. Without pycuda or a GPU, ``rasterize(..., backend="cuda")`` falls back with a BackendFallbackWarning and
    returns the torch result; the loader takes a fatbin only when it is newer than its sources and keys its
    compile cache by the sources and the arch.
@@ -14,7 +15,7 @@
    pointee dtype of each tensor, int vs float), which is what pycuda's packing relies on. This checks the
    kernels' logic and the argument marshalling, not CUDA's float behaviour or speed.
 4. GPU only (a CUDA device and pycuda): ``rasterize(backend="cuda")`` against the torch reference, forward and
-   every gradient, on random scenes (several seeds, odd image sizes, D in {1, 3, 4, 7}, background on/off,
+   every gradient, on random scenes (several seeds, odd image sizes, D in {1, 3, 4, 7, 33}, background on/off,
    absgrad) with the tolerances above, and under a non-default stream.
 """
 from __future__ import annotations
@@ -36,7 +37,8 @@ from recon.kernels.splatting import reference
 
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "kernels" / "cuda"
-KERNELS = [f"blend_{stage}_{bound}" for stage in ("forward", "backward") for bound in (4, 8, 16, 32)]
+KERNELS = [f"blend_{stage}_{bound}" for stage in ("forward", "backward") for bound in (4, 8, 16)]
+SHIPPED_ARCHS = ("75", "80", "86", "89", "90")  # CMakeLists.txt's default RECON_CUDA_ARCHS
 
 
 def _nvcc() -> str | None:
@@ -54,14 +56,15 @@ def _gpu_backend_ready() -> bool:
 # ---------------------------------------------------------------------------------------------------- 1. build
 
 
-def test_cmake_builds_the_kernels_for_one_arch(tmp_path):
+def test_cmake_builds_the_kernels_without_spills_for_the_shipped_archs(tmp_path):
     nvcc, cmake = _nvcc(), shutil.which("cmake")
     if nvcc is None or cmake is None:
         pytest.skip(f"needs nvcc and cmake to build kernels/cuda (nvcc: {nvcc}, cmake: {cmake})")
     out = tmp_path / "out"
-    configure = [cmake, "-S", str(REPO), "-B", str(tmp_path / "build"), "-DRECON_CUDA_ARCHS=75",
+    # --warn-on-spills is in the default flags; --Werror all-warnings makes a spill (a ptxas warning) fail the build
+    configure = [cmake, "-S", str(REPO), "-B", str(tmp_path / "build"), f"-DRECON_CUDA_ARCHS={';'.join(SHIPPED_ARCHS)}",
                  f"-DRECON_CUDA_OUTPUT_DIR={out}", f"-DRECON_NVCC={nvcc}",
-                 "-DRECON_CUDA_FLAGS=-O3 --Werror all-warnings"]
+                 "-DRECON_CUDA_FLAGS=-O3 -Xptxas --warn-on-spills --Werror all-warnings"]
     for command in (configure, [cmake, "--build", str(tmp_path / "build")]):
         run = subprocess.run(command, capture_output=True, text=True, timeout=300)
         assert run.returncode == 0, f"{' '.join(command)} failed:\n{run.stdout}\n{run.stderr}"
@@ -73,8 +76,8 @@ def test_cmake_builds_the_kernels_for_one_arch(tmp_path):
         names = [k for k in KERNELS if k.startswith(source)]
         if cuobjdump:
             listing = subprocess.run([cuobjdump, "-symbols", str(fatbin)], capture_output=True, text=True).stdout
-            assert "sm_75" in subprocess.run([cuobjdump, "--list-elf", str(fatbin)], capture_output=True,
-                                             text=True).stdout
+            elves = subprocess.run([cuobjdump, "--list-elf", str(fatbin)], capture_output=True, text=True).stdout
+            assert all(f"sm_{arch}" in elves for arch in SHIPPED_ARCHS), elves
         else:  # the build passes --no-compress, so the ELF symbol tables are plain bytes
             listing = fatbin.read_bytes().decode("latin-1")
         for name in names:
@@ -225,13 +228,13 @@ static void emu_fiber_main() {
 }
 
 template <class Body>
-static void emu_launch(int grid, int block, Body body) {
+static void emu_launch(int grid_x, int grid_y, int block, Body body) {
     emu_block_dim = {unsigned(block), 1, 1};
     emu_body = body;
     emu_fibers.assign(block, ucontext_t{});
     emu_stacks.assign(block, std::vector<char>(1 << 16));
-    for (int b = 0; b < grid; ++b) {
-        emu_block_idx = {unsigned(b), 0, 0};
+    for (int b = 0; b < grid_x * grid_y; ++b) {
+        emu_block_idx = {unsigned(b % grid_x), unsigned(b / grid_x), 0};
         for (int t = 0; t < block; ++t) {
             getcontext(&emu_fibers[t]);
             emu_fibers[t].uc_stack.ss_sp = emu_stacks[t].data();
@@ -298,13 +301,14 @@ def test_launch_arguments_pack_as_pointers_ints_and_floats():
 
 
 def _emulation_wrappers(signatures: dict[str, list[tuple[str, str]]]) -> str:
-    """C++ ``extern "C" emu_<kernel>(grid, block, <the kernel's parameters>)`` running it in the emulation."""
+    """C++ ``extern "C" emu_<kernel>(grid_x, grid_y, block, <the kernel's parameters>)`` running it in the
+    emulation."""
     wrappers = []
     for kernel, params in signatures.items():
         declared = ", ".join(f"{ctype} {name}" for ctype, name in params)
         passed = ", ".join(name for _, name in params)
-        wrappers.append(f'extern "C" void emu_{kernel}(int grid, int block, {declared}) {{\n'
-                        f"    emu_launch(grid, block, [=] {{ {kernel}({passed}); }});\n}}\n")
+        wrappers.append(f'extern "C" void emu_{kernel}(int grid_x, int grid_y, int block, {declared}) {{\n'
+                        f"    emu_launch(grid_x, grid_y, block, [=] {{ {kernel}({passed}); }});\n}}\n")
     return "\n".join(wrappers)
 
 
@@ -355,8 +359,9 @@ def _emulated_launch(emulated):
         params = signatures[kernel]
         assert len(args) == len(params), f"{kernel} takes {len(params)} arguments, launched with {len(args)}"
         converted = [_checked_argument(kernel, ctype, name, value) for (ctype, name), value in zip(params, args)]
-        if grid:
-            getattr(lib, f"emu_{kernel}")(ctypes.c_int(grid), ctypes.c_int(block), *converted)
+        if grid[0] and grid[1]:
+            getattr(lib, f"emu_{kernel}")(ctypes.c_int(grid[0]), ctypes.c_int(grid[1]), ctypes.c_int(block),
+                                          *converted)
 
     return launch
 
@@ -393,7 +398,8 @@ EMULATED_CASES = [
     (2, 30, 1, 23, 17, 8, True, True, 0.99, ""),
     (1, 50, 4, 37, 21, 16, True, False, 0.999, "edge"),
     (1, 35, 7, 19, 13, 8, False, True, 0.99, "edge"),
-    (1, 25, 20, 17, 9, 8, True, False, 0.99, ""),
+    (1, 25, 20, 17, 9, 8, True, False, 0.99, ""),  # two channel chunks (16 + 4)
+    (2, 30, 37, 13, 11, 8, True, False, 0.99, "edge"),  # three chunks, background on every chunk
     (1, 40, 3, 21, 11, 5, False, True, 0.99, "edge"),  # 25 pixels in a 32-thread block
     (1, 300, 3, 19, 17, 8, True, True, 0.99, "dense"),  # several batches of 64 per tile, stop rule
     (1, 0, 3, 16, 16, 8, False, False, 0.99, ""),  # nothing to draw
@@ -454,6 +460,7 @@ GPU_CASES = [
     (250, 1, 51, 33, 4, True, False, {"max_alpha": 0.999}),
     (150, 2, 45, 27, 7, False, True, {"antialiased": True}),
     (120, 1, 30, 20, 3, True, True, {"tile_size": 8, "mode": "rgb+depth"}),
+    (100, 1, 29, 23, 33, True, False, {}),  # three channel chunks
 ]
 
 

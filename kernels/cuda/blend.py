@@ -4,9 +4,10 @@ drop-in choice.
 
 One thread block per tile, one thread per pixel: ``ceil(tile_size^2 / 32) * 32`` threads (whole warps; the extra
 threads own no pixel) and 32 bytes of shared memory per thread for one staged batch of Gaussians. The kernels
-are compiled with ``__launch_bounds__(256)``, so tiles up to 16 x 16 run here; larger tiles (17..32) run the
-Triton blend instead. Colour channels D in 1..32 pick the kernel built for the smallest bound >= D of
-``CHANNEL_BOUNDS`` (per-thread accumulators stay in registers).
+are compiled with ``__launch_bounds__(256)``, so tiles up to 16 x 16 run here; larger tiles (32) run the
+Triton blend instead. Colour channels D pick the kernel built for the smallest bound >= D of ``CHANNEL_BOUNDS``;
+more than the widest run as several blocks per tile, one per chunk of channels (grid y), so the per-thread
+accumulators stay in registers whatever D is.
 """
 from __future__ import annotations
 
@@ -15,16 +16,15 @@ import torch
 from recon.kernels.cuda import loader
 from recon.kernels.splatting import reference
 
-CHANNEL_BOUNDS = (4, 8, 16, 32)
+CHANNEL_BOUNDS = (4, 8, 16)
 MAX_TILE = 16
 SHARED_BYTES_PER_THREAD = 32  # float4 conic+opacity, float2 mean, int64 id (common.cuh: Batch)
 
 
-def _channel_bound(depth: int) -> int:
-    for bound in CHANNEL_BOUNDS:
-        if depth <= bound:
-            return bound
-    raise ValueError(f"CUDA blend supports at most {CHANNEL_BOUNDS[-1]} channels, got {depth}")
+def _channel_chunks(depth: int) -> tuple[int, int]:
+    """(kernel channel bound, number of channel chunks) for ``depth`` channels."""
+    bound = next((b for b in CHANNEL_BOUNDS if depth <= b), CHANNEL_BOUNDS[-1])
+    return bound, -(-depth // bound)
 
 
 def _threads(tile_size: int) -> int:
@@ -44,7 +44,8 @@ class _Blend(torch.autograd.Function):
         tensors, ids, starts, bg, trans, last = buf.inputs, buf.ids, buf.starts, buf.background, buf.trans, buf.last
         threads = _threads(tile_size)
         meta = (width, height, tiles_x, tiles_y * tiles_x, tile_size, depth, float(max_alpha))
-        loader.launch("blend_forward", f"blend_forward_{_channel_bound(depth)}", means2d.device, starts.numel(),
+        bound, chunks = _channel_chunks(depth)
+        loader.launch("blend_forward", f"blend_forward_{bound}", means2d.device, (starts.numel(), chunks),
                       threads, threads * SHARED_BYTES_PER_THREAD,
                       (*tensors, ids, starts, buf.ends, bg, buf.out, trans, last, *meta))
         ctx.save_for_backward(*tensors, ids, starts, bg, trans, last)
@@ -61,7 +62,10 @@ class _Blend(torch.autograd.Function):
         if v_abs is not None and (v_abs.dtype != torch.float32 or not v_abs.is_contiguous()):
             raise ValueError("absgrad buffer must be a contiguous float32 [C * N, 2] tensor")
         threads = ctx.threads
-        loader.launch("blend_backward", f"blend_backward_{_channel_bound(depth)}", trans.device, starts.numel(),
+        bound, chunks = _channel_chunks(depth)
+        if v_abs is not None and chunks > 1:
+            raise ValueError(f"absgrad needs all channels in one block: at most {bound}, got {depth}")
+        loader.launch("blend_backward", f"blend_backward_{bound}", trans.device, (starts.numel(), chunks),
                       threads, threads * SHARED_BYTES_PER_THREAD,
                       (means2d, conics, colors, opacities, ids, starts, bg, trans, last, v_out, v_alpha, *grads,
                        v_abs, *ctx.meta))
@@ -73,7 +77,7 @@ def blend_tiles(means2d, conics, colors, opacities, flatten_ids, tile_offsets, w
                 max_alpha=0.99, background=None, absgrad=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Stage 4 (and its backward, stage 5) on CUDA C; same contract as ``reference.blend_tiles``.
 
-    Tiles larger than ``MAX_TILE`` run ``splatting.triton.blend_tiles`` (the kernels' launch bounds).
+    Tiles larger than ``MAX_TILE`` (the kernels' launch bounds) run ``splatting.triton.blend_tiles``.
     """
     if tile_size > MAX_TILE:
         from recon.kernels.splatting import triton as triton_stages

@@ -4,7 +4,10 @@
 //   out = sum_i w_i c_i + T_final bg,  w_i = alpha_i T_i,  alpha_out = 1 - T_final
 //   d out / d alpha_i = T_i c_i - (sum_{j>i} w_j c_j + T_final bg) / (1 - alpha_i)
 //   d alpha_out / d alpha_i = T_final / (1 - alpha_i)
-// Gradients reach sigma and the opacity only where alpha was not clamped (o * vis <= max_alpha). Per Gaussian,
+// Gradients reach sigma and the opacity only where alpha was not clamped (o * vis <= max_alpha). Block
+// (tile, chunk) handles channels chunk * MAX_D ... + MAX_D - 1: every gradient but absgrad's is linear in
+// d loss / d alpha_i, a sum over channels, so each chunk adds its channels' share and chunk 0 adds the alpha
+// output's; absgrad (a sum of per-pixel absolute values) is only asked for with one chunk. Per Gaussian,
 // the per-pixel terms are summed within each warp (__shfl_down_sync) and lane 0 adds the warp's sum atomically;
 // absgrad adds the warp sums of |d/d mean2d| the same way.
 #include "common.cuh"
@@ -36,6 +39,7 @@ __device__ void blend_backward_impl(
     const recon::Batch batch = recon::carve_batch(recon_shared, slots);
     const long long start = starts[tile];
     const bool lane0 = (threadIdx.x % RECON_WARP) == 0;
+    const int c0 = blockIdx.y * MAX_D;  // first channel of this block's chunk
 
     float grad_out[MAX_D];
     float after[MAX_D];  // sum over the Gaussians behind the current one of w_j c_j
@@ -44,17 +48,17 @@ __device__ void blend_backward_impl(
     float v_final = 0.0f;  // (v_alpha - bg . v_out) * T_final: multiplied by 1 / (1 - alpha_i) per Gaussian
 #pragma unroll
     for (int c = 0; c < MAX_D; ++c) {
-        grad_out[c] = (p.inside && c < D) ? v_out[p.index * D + c] : 0.0f;
+        grad_out[c] = (p.inside && c0 + c < D) ? v_out[p.index * D + c0 + c] : 0.0f;
         after[c] = 0.0f;
     }
     if (p.inside) {
         trans = trans_in[p.index];
         last = last_in[p.index];
-        v_final = v_alpha_in[p.index];
+        v_final = blockIdx.y == 0 ? v_alpha_in[p.index] : 0.0f;
         if (background != nullptr) {
 #pragma unroll
             for (int c = 0; c < MAX_D; ++c) {
-                if (c < D) v_final -= grad_out[c] * background[p.cam * D + c];
+                if (c0 + c < D) v_final -= grad_out[c] * background[p.cam * D + c0 + c];
             }
         }
         v_final *= trans;
@@ -83,7 +87,7 @@ __device__ void blend_backward_impl(
             if (!__any_sync(0xffffffffu, ok)) continue;
 
             const long long g = batch.id[k];
-            const float* col = colors + g * D;
+            const float* col = colors + g * D + c0;
             float w = 0.0f, v_o = 0.0f, v_ca = 0.0f, v_cb = 0.0f, v_cc = 0.0f, v_mx = 0.0f, v_my = 0.0f;
             if (ok) {
                 const float ra = 1.0f / (1.0f - s.alpha);
@@ -92,7 +96,7 @@ __device__ void blend_backward_impl(
                 float v_alpha = v_final * ra;
 #pragma unroll
                 for (int c = 0; c < MAX_D; ++c) {
-                    if (c < D) {
+                    if (c0 + c < D) {
                         v_alpha += grad_out[c] * (col[c] * trans - after[c] * ra);
                         after[c] += w * col[c];
                     }
@@ -109,9 +113,9 @@ __device__ void blend_backward_impl(
             }
 #pragma unroll
             for (int c = 0; c < MAX_D; ++c) {
-                if (c < D) {
+                if (c0 + c < D) {
                     const float sum = recon::warp_sum(w * grad_out[c]);
-                    if (lane0) atomicAdd(v_colors + g * D + c, sum);
+                    if (lane0) atomicAdd(v_colors + g * D + c0 + c, sum);
                 }
             }
             const float s_o = recon::warp_sum(v_o);
@@ -155,4 +159,3 @@ __device__ void blend_backward_impl(
 RECON_BLEND_BACKWARD(4)
 RECON_BLEND_BACKWARD(8)
 RECON_BLEND_BACKWARD(16)
-RECON_BLEND_BACKWARD(32)

@@ -3,9 +3,11 @@
 // Same semantics as _blend_fwd_kernel in kernels/splatting/triton.py: a Gaussian is blended at a pixel when
 // sigma >= 0 and alpha >= 1/255; a pixel stops before the Gaussian that would take its transmittance under
 // 1e-4 (that Gaussian is not added); `last` is the sorted index of the last Gaussian blended (-1 if none);
-// the background is added with the final transmittance. What CUDA C adds over Triton: each block stages a
-// batch of blockDim.x Gaussians in shared memory cooperatively, and the whole block leaves early once every
-// pixel is done (__syncthreads_count).
+// the background is added with the final transmittance. Block (tile, chunk) blends channels
+// chunk * MAX_D ... chunk * MAX_D + MAX_D - 1 (blockIdx.y is the chunk), so many channels never crowd the
+// registers; chunk 0 also writes T and `last`. What CUDA C adds over Triton: each block stages a batch of
+// blockDim.x Gaussians in shared memory cooperatively, and the whole block leaves early once every pixel is
+// done (__syncthreads_count).
 #include "common.cuh"
 
 template <int MAX_D>
@@ -29,6 +31,7 @@ __device__ void blend_forward_impl(
     const recon::Batch batch = recon::carve_batch(recon_shared, slots);
     const long long start = starts[tile];
     const long long end = ends[tile];
+    const int c0 = blockIdx.y * MAX_D;  // first channel of this block's chunk
 
     float acc[MAX_D];
 #pragma unroll
@@ -54,10 +57,10 @@ __device__ void blend_forward_impl(
                 break;
             }
             const float w = s.alpha * trans;
-            const float* col = colors + batch.id[k] * D;
+            const float* col = colors + batch.id[k] * D + c0;
 #pragma unroll
             for (int c = 0; c < MAX_D; ++c) {
-                if (c < D) acc[c] += w * col[c];
+                if (c0 + c < D) acc[c] += w * col[c];
             }
             trans = next_trans;
             last = (int)(base + k);
@@ -68,18 +71,21 @@ __device__ void blend_forward_impl(
     if (background != nullptr) {
 #pragma unroll
         for (int c = 0; c < MAX_D; ++c) {
-            if (c < D) acc[c] += trans * background[p.cam * D + c];
+            if (c0 + c < D) acc[c] += trans * background[p.cam * D + c0 + c];
         }
     }
 #pragma unroll
     for (int c = 0; c < MAX_D; ++c) {
-        if (c < D) out[p.index * D + c] = acc[c];
+        if (c0 + c < D) out[p.index * D + c0 + c] = acc[c];
     }
-    trans_out[p.index] = trans;
-    last_out[p.index] = last;
+    if (blockIdx.y == 0) {
+        trans_out[p.index] = trans;
+        last_out[p.index] = last;
+    }
 }
 
-// One entry point per channel bound (the loader picks the smallest MAX_D >= D); at most 256 threads a block.
+// One entry point per chunk width (the loader picks the smallest MAX_D >= D, or the widest and several chunks);
+// at most 256 threads a block.
 #define RECON_BLEND_FORWARD(MAX_D)                                                                             \
     extern "C" __global__ void __launch_bounds__(256) blend_forward_##MAX_D(                                  \
         const float* means2d, const float* conics, const float* colors, const float* opacities,               \
@@ -94,4 +100,3 @@ __device__ void blend_forward_impl(
 RECON_BLEND_FORWARD(4)
 RECON_BLEND_FORWARD(8)
 RECON_BLEND_FORWARD(16)
-RECON_BLEND_FORWARD(32)

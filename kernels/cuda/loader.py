@@ -171,11 +171,12 @@ def _arg(value: Any) -> tuple[str, Any]:
     raise TypeError(f"unsupported CUDA kernel argument {type(value).__name__}")
 
 
-def launch(source: str, kernel: str, device: torch.device, grid: int, block: int, shared_bytes: int,
+def launch(source: str, kernel: str, device: torch.device, grid: tuple[int, int], block: int, shared_bytes: int,
            args: Sequence[Any]) -> None:
-    """Launch ``kernel`` of ``<source>.cu`` on ``grid`` x ``block`` threads (1D) with ``shared_bytes`` of dynamic
-    shared memory, on PyTorch's current stream of ``device``. ``args``: tensors/None (pointers), ints, floats."""
-    if grid == 0:
+    """Launch ``kernel`` of ``<source>.cu`` on a ``grid`` (x, y) of blocks of ``block`` threads (1D) with
+    ``shared_bytes`` of dynamic shared memory, on PyTorch's current stream of ``device``. ``args``: tensors/None
+    (pointers), ints, floats."""
+    if grid[0] == 0 or grid[1] == 0:
         return
     index = device.index if device.index is not None else torch.cuda.current_device()
     codes, values = zip(*(_arg(a) for a in args))
@@ -183,9 +184,9 @@ def launch(source: str, kernel: str, device: torch.device, grid: int, block: int
     with _on_device(index):
         func = function(source, kernel, index, "".join(codes))
         if current.cuda_stream == 0:  # PyTorch's default stream is the legacy default stream: pycuda's None
-            func.prepared_async_call((grid, 1), (block, 1, 1), None, *values, shared_size=shared_bytes)
+            func.prepared_async_call(tuple(grid), (block, 1, 1), None, *values, shared_size=shared_bytes)
             return
         stream, as_torch = _side_stream(index)
         as_torch.wait_stream(current)
-        func.prepared_async_call((grid, 1), (block, 1, 1), stream, *values, shared_size=shared_bytes)
+        func.prepared_async_call(tuple(grid), (block, 1, 1), stream, *values, shared_size=shared_bytes)
         current.wait_stream(as_torch)
