@@ -24,6 +24,8 @@ def shared_path(*parts: str) -> Path:
 
 
 requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+# Where the kernel comparisons run: on a GPU the Triton kernels run for real (make gpu-check), else interpreted.
+KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 @pytest.fixture

@@ -35,6 +35,8 @@ from recon.kernels import backend as B
 from recon.kernels import rasterize
 from recon.kernels.splatting import reference
 
+pytestmark = pytest.mark.kernels
+
 REPO = Path(__file__).resolve().parents[1]
 KERNEL_DIR = REPO / "kernels" / "cuda"
 KERNELS = [f"blend_{stage}_{bound}" for stage in ("forward", "backward") for bound in (4, 8, 16)]

@@ -6,10 +6,13 @@ import math
 import pytest
 import torch
 
+from conftest import KERNEL_DEVICE
 from recon.engine.models.encoding import HashGridEncoding, SphericalHarmonicsEncoding
 from recon.kernels import hash_encode
 from recon.kernels.hashgrid import level_resolutions, level_scales, per_level_scale_for
 from recon.kernels.hashgrid.reference import grid_index, hash_encode_reference
+
+pytestmark = pytest.mark.kernels
 
 
 def _points(n: int, scales: list[float], generator: torch.Generator) -> torch.Tensor:
@@ -37,10 +40,10 @@ def test_triton_matches_reference(seed, n, levels, log2_t, features, base, scale
     grad_out = torch.randn(n, levels * features, generator=g)
     results = []
     for backend in ("torch", "triton"):
-        p, t = pos.clone().requires_grad_(), table.clone().requires_grad_()
+        p, t = pos.to(KERNEL_DEVICE).requires_grad_(), table.to(KERNEL_DEVICE).requires_grad_()
         out = hash_encode(p, t, base_resolution=base, per_level_scale=scale, backend=backend)
-        (out * grad_out).sum().backward()
-        results.append((out.detach(), p.grad, t.grad))
+        (out * grad_out.to(KERNEL_DEVICE)).sum().backward()
+        results.append((out.detach().cpu(), p.grad.cpu(), t.grad.cpu()))
     (ref, ref_gp, ref_gt), (tri, tri_gp, tri_gt) = results
     torch.testing.assert_close(tri, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(tri_gt, ref_gt, atol=1e-4, rtol=1e-4)
@@ -51,8 +54,8 @@ def test_triton_matches_reference(seed, n, levels, log2_t, features, base, scale
 
 def test_triton_table_only_gradient(seed):
     g = torch.Generator().manual_seed(seed)
-    table = torch.randn(3, 2**7, 2, generator=g).requires_grad_()
-    pos = torch.rand(50, 3, generator=g)
+    table = torch.randn(3, 2**7, 2, generator=g).to(KERNEL_DEVICE).requires_grad_()
+    pos = torch.rand(50, 3, generator=g).to(KERNEL_DEVICE)
     hash_encode(pos, table, base_resolution=4, per_level_scale=2.0, backend="triton").sum().backward()
     ref = table.detach().clone().requires_grad_()
     hash_encode_reference(pos, ref, 4, 2.0).sum().backward()

@@ -5,7 +5,10 @@ Checked against a brute force that back-propagates each pixel's loss term on its
 import pytest
 import torch
 
+from conftest import KERNEL_DEVICE
 from recon.kernels import rasterize
+
+pytestmark = pytest.mark.kernels
 
 
 def _scene(n: int, generator: torch.Generator):
@@ -23,8 +26,8 @@ def _scene(n: int, generator: torch.Generator):
 def test_absgrad_matches_per_pixel_brute_force(backend, seed):
     generator = torch.Generator().manual_seed(seed)
     width, height = 11, 9  # not a multiple of the tile size
-    scene = _scene(7, generator)
-    weights = torch.randn(1, height, width, 3, generator=generator)
+    scene = [t.to(KERNEL_DEVICE) for t in _scene(7, generator)]
+    weights = torch.randn(1, height, width, 3, generator=generator).to(KERNEL_DEVICE)
 
     image, _, meta = rasterize(*scene, width, height, absgrad=True, tile_size=8, backend=backend)
     (image * weights).sum().backward()

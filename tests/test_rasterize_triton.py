@@ -9,8 +9,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from conftest import KERNEL_DEVICE
 from recon.kernels import rasterize
 from recon.kernels.splatting import gaussian_pixel_weights
+
+pytestmark = pytest.mark.kernels
 
 triton = pytest.importorskip("triton")
 
@@ -49,13 +52,16 @@ def _scene(n: int, channels: int, sh_degree: int | None, edge_cases: bool):
 
 
 def _render_both(inputs, viewmats, Ks, width, height, **options):
+    """Render, and backpropagate random output gradients, with both backends on KERNEL_DEVICE."""
     results = {}
+    options = {k: v.to(KERNEL_DEVICE) if isinstance(v, torch.Tensor) else v for k, v in options.items()}
     for backend in ("torch", "triton"):
-        leaves = [t.clone().requires_grad_(True) for t in inputs]
-        img, alpha, meta = rasterize(*leaves, viewmats, Ks, width, height, backend=backend, **options)
+        leaves = [t.to(KERNEL_DEVICE).requires_grad_(True) for t in inputs]
+        img, alpha, meta = rasterize(*leaves, viewmats.to(KERNEL_DEVICE), Ks.to(KERNEL_DEVICE), width, height,
+                                     backend=backend, **options)
         gen = torch.Generator().manual_seed(7)
-        v_img = torch.randn(img.shape, generator=gen)
-        v_alpha = torch.randn(alpha.shape, generator=gen)
+        v_img = torch.randn(img.shape, generator=gen).to(KERNEL_DEVICE)
+        v_alpha = torch.randn(alpha.shape, generator=gen).to(KERNEL_DEVICE)
         ((img * v_img).sum() + (alpha * v_alpha).sum()).backward()
         assert meta["backend"] == backend
         results[backend] = (img, alpha, meta, [t.grad for t in leaves])
@@ -113,8 +119,8 @@ def test_triton_matches_reference(seed, n, n_cams, width, height, channels, sh_d
 
 
 def test_triton_forward_is_deterministic(seed):
-    inputs = _scene(80, 3, None, True)
-    viewmats, Ks = _cameras(1, 33, 19)
+    inputs = [t.to(KERNEL_DEVICE) for t in _scene(80, 3, None, True)]
+    viewmats, Ks = (t.to(KERNEL_DEVICE) for t in _cameras(1, 33, 19))
     first = rasterize(*inputs, viewmats, Ks, 33, 19, backend="triton")
     second = rasterize(*inputs, viewmats, Ks, 33, 19, backend="triton")
     assert torch.equal(first[0], second[0]) and torch.equal(first[2]["isect_ids"], second[2]["isect_ids"])
@@ -122,14 +128,15 @@ def test_triton_forward_is_deterministic(seed):
 
 @pytest.mark.parametrize("backend", ["torch", "triton"])
 def test_gaussian_pixel_weights(seed, backend):
-    means, quats, scales, opacities, _ = _scene(40, 3, None, False)
-    viewmats, Ks = _cameras(2, 26, 18)
-    ones = torch.ones(2, 18, 26, 1)
+    means, quats, scales, opacities, _ = (t.to(KERNEL_DEVICE) for t in _scene(40, 3, None, False))
+    viewmats, Ks = (t.to(KERNEL_DEVICE) for t in _cameras(2, 26, 18))
+    ones = torch.ones(2, 18, 26, 1, device=KERNEL_DEVICE)
     weights = gaussian_pixel_weights(means, quats, scales, opacities, viewmats, Ks, 26, 18, ones, backend=backend)
-    _, alpha, _ = rasterize(means, quats, scales, opacities, torch.ones(40, 1), viewmats, Ks, 26, 18, backend=backend)
+    _, alpha, _ = rasterize(means, quats, scales, opacities, torch.ones(40, 1, device=KERNEL_DEVICE), viewmats, Ks, 26,
+                            18, backend=backend)
     assert weights.shape == (40, 1)
     torch.testing.assert_close(weights.sum(), alpha.sum(), rtol=1e-4, atol=1e-3)  # sum_i w_i(p) = alpha(p)
-    pixel_weights = torch.rand(2, 18, 26, 4)
+    pixel_weights = torch.rand(2, 18, 26, 4, device=KERNEL_DEVICE)
     got = gaussian_pixel_weights(means, quats, scales, opacities, viewmats, Ks, 26, 18, pixel_weights, backend=backend)
     ref = gaussian_pixel_weights(means, quats, scales, opacities, viewmats, Ks, 26, 18, pixel_weights, backend="torch")
     torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-4)

@@ -6,7 +6,10 @@ import math
 import pytest
 import torch
 
+from conftest import KERNEL_DEVICE
 from recon.kernels import composite_rays
+
+pytestmark = pytest.mark.kernels
 
 
 def _packed(counts: list[int], g: torch.Generator, sigma_scale: float = 5.0):
@@ -32,10 +35,11 @@ def test_triton_matches_reference(seed, counts, sigma_scale):
     n = len(counts)
     grads = (torch.randn(n, 3, generator=g), torch.randn(n, generator=g), torch.randn(n, generator=g))
     results = []
+    deltas, ts, ray_indices = (x.to(KERNEL_DEVICE) for x in (deltas, ts, ray_indices))
     for backend in ("torch", "triton"):
-        s, c = sigmas.clone().requires_grad_(), rgbs.clone().requires_grad_()
+        s, c = sigmas.to(KERNEL_DEVICE).requires_grad_(), rgbs.to(KERNEL_DEVICE).requires_grad_()
         out = composite_rays(s, c, deltas, ts, ray_indices, n, backend=backend)
-        sum((o * go).sum() for o, go in zip(out, grads)).backward()
+        sum((o * go.to(KERNEL_DEVICE)).sum() for o, go in zip(out, grads)).backward()
         results.append((*[o.detach() for o in out], s.grad, c.grad))
     for ref, tri in zip(*results):
         torch.testing.assert_close(tri, ref, atol=2e-5, rtol=1e-4)
