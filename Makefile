@@ -11,7 +11,7 @@ DEMO_RUN ?= runs/demo
 # The full 30000-step schedule on a GPU; a short one on the CPU (about 5 minutes on 2 cores).
 DEMO_STEPS ?= $(if $(HAS_GPU),30000,600)
 
-.PHONY: demo test venv clean cuda
+.PHONY: demo test venv clean cuda gpu-check
 
 $(VENV)/.base: setup.py
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -35,10 +35,17 @@ demo: $(VENV)/.base
 test: $(VENV)/.test
 	$(PY) -m pytest -q tests
 
-# The CUDA C kernels (kernels/cuda/*.cu) as fatbins next to their sources; RECON_CUDA_ARCHS=75;80;86;89;90 by default.
+# The CUDA C kernels (kernels/cuda/*.cu) as fatbins next to their sources; RECON_CUDA_ARCHS=75;80;86;89;90 by default
+# (RECON_CUDA_FLAGS replaces the default nvcc flags).
 cuda:
-	cmake -S . -B build/cuda -DRECON_CUDA_ARCHS="$(or $(RECON_CUDA_ARCHS),75;80;86;89;90)"
+	cmake -S . -B build/cuda -DRECON_CUDA_ARCHS="$(or $(RECON_CUDA_ARCHS),75;80;86;89;90)" \
+	  $(if $(RECON_CUDA_FLAGS),-DRECON_CUDA_FLAGS="$(RECON_CUDA_FLAGS)")
 	cmake --build build/cuda
 
+# On a machine with an NVIDIA GPU: kernels against their references on the GPU, the CUDA build, gsplat agreement and a
+# quick run of every benchmark, as one table in gpu-check/summary.md (exit 2 without a GPU). Uses .venv when it exists.
+gpu-check:
+	$(if $(wildcard $(PY)),$(PY),$(PYTHON)) bench/gpu_check.py --out gpu-check
+
 clean:
-	rm -rf $(VENV) demo runs build *.egg-info
+	rm -rf $(VENV) demo runs build gpu-check *.egg-info
