@@ -5,10 +5,12 @@ read from the compilers without a GPU.
   as on a GPU, compiled with Triton's bundled ptxas; spills from ``ptxas -v``).
 * CUDA C (``kernels/cuda/*.cu``): ``nvcc -Xptxas -v`` for each arch; skipped when nvcc is absent.
 
-Prints a Markdown table per backend (paste into docs/benchmarks.md) and exits 1 when anything spills.
+Prints a summary per kernel and arch (for docs/benchmarks.md), writes the full tables with ``--markdown`` and
+exits 1 when anything fails to compile or spills. Rows that differ only in Triton's integer divisibility hints
+show the largest figures.
 
 Examples:
-  python bench/kernel_resources.py                  # sm_80 and sm_90
+  python bench/kernel_resources.py --markdown docs/kernel_resources.md     # sm_80 and sm_90
   python bench/kernel_resources.py --arch 90 --json resources.json
 """
 from __future__ import annotations
@@ -64,12 +66,41 @@ def cuda_rows(archs: list[int]) -> list[dict]:
     return sorted(rows, key=lambda r: (r["arch"], r["kernel"]))
 
 
-def markdown(rows: list[dict], name_key: str, shared_note: str) -> str:
-    lines = [f"| arch | kernel | registers | spill stores / loads (B) | stack (B) | shared ({shared_note}) |",
+FIGURES = ("registers", "spill_stores", "spill_loads", "stack", "shared")
+
+
+def merged(rows: list[dict], name_key: str) -> list[dict]:
+    """One row per (arch, name), the largest of each figure (specialisations that differ in hints only)."""
+    out: dict[tuple[int, str], dict] = {}
+    for r in rows:
+        key = (r["arch"], r[name_key])
+        if key in out:
+            out[key].update({f: max(out[key][f], r[f]) for f in FIGURES})
+        else:
+            out[key] = {"arch": r["arch"], "name": r[name_key], **{f: r[f] for f in FIGURES}}
+    return sorted(out.values(), key=lambda r: (r["name"], r["arch"]))
+
+
+def markdown(rows: list[dict], shared_note: str) -> str:
+    lines = [f"| kernel | arch | registers | spill stores / loads (B) | stack (B) | shared ({shared_note}) |",
              "|---|---|---|---|---|---|"]
     for r in rows:
-        lines.append(f"| sm_{r['arch']} | `{r[name_key]}` | {r['registers']} | {r['spill_stores']} / "
+        lines.append(f"| `{r['name']}` | sm_{r['arch']} | {r['registers']} | {r['spill_stores']} / "
                      f"{r['spill_loads']} | {r['stack']} | {r['shared']} |")
+    return "\n".join(lines)
+
+
+def summary(rows: list[dict]) -> str:
+    """Per kernel and arch: specialisations, register range, largest spill and shared memory."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["name"].split("[")[0], r["arch"]), []).append(r)
+    lines = ["| kernel | arch | specialisations | registers | largest spill (B) | largest shared (B) |",
+             "|---|---|---|---|---|---|"]
+    for (name, arch), group in sorted(groups.items()):
+        regs = [r["registers"] for r in group]
+        lines.append(f"| `{name}` | sm_{arch} | {len(group)} | {min(regs)}-{max(regs)} | "
+                     f"{max(r['spill_stores'] for r in group)} | {max(r['shared'] for r in group)} |")
     return "\n".join(lines)
 
 
@@ -78,6 +109,7 @@ def main() -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=[80, 90], help="compute capabilities")
     parser.add_argument("--jobs", type=int, default=None, help="Triton compile processes (default: one per CPU)")
     parser.add_argument("--json", type=Path, help="write every row as JSON here")
+    parser.add_argument("--markdown", type=Path, help="write the full tables as Markdown here")
     args = parser.parse_args()
     os.environ.pop("TRITON_INTERPRET", None)
     triton = triton_rows(args.arch, args.jobs)
@@ -85,11 +117,16 @@ def main() -> int:
     failed = [r for r in triton if not r["ok"]]
     for r in failed:
         print(f"sm_{r['arch']} {r['launch']}: does not compile: {r['error'][:500]}", file=sys.stderr)
-    print("### Triton (every specialisation the public ops launch)\n")
-    print(markdown([r for r in triton if r["ok"]], "launch", "dynamic, per program"))
-    if cuda:
-        print("\n### CUDA C (kernels/cuda, nvcc -O3)\n")
-        print(markdown(cuda, "kernel", "static, per block; plus 32 B per thread dynamic"))
+    triton_table = merged([r for r in triton if r["ok"]], "launch")
+    cuda_table = merged(cuda, "kernel")
+    print(summary(triton_table + cuda_table))
+    if args.markdown:
+        text = ("### Triton (every specialisation the public ops launch)\n\n"
+                + markdown(triton_table, "dynamic, per program") + "\n")
+        if cuda:
+            text += ("\n### CUDA C (kernels/cuda, nvcc -O3)\n\n"
+                     + markdown(cuda_table, "static, per block; plus 32 B per thread dynamic") + "\n")
+        args.markdown.write_text(text)
     if args.json:
         args.json.write_text(json.dumps({"triton": triton, "cuda": cuda}, indent=1))
     spilled = [r for r in triton + cuda if r["spill_stores"] or r["spill_loads"]]

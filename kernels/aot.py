@@ -53,9 +53,11 @@ class Launch:
     kwargs: tuple  # sorted (name, value) pairs: constexprs and launch options (num_warps, ...)
 
     def describe(self) -> str:
-        """A short human-readable specialisation: the kernel and its keyword constexprs/options."""
+        """A short human-readable specialisation: the kernel, its keyword constexprs/options and any half-precision
+        tensor arguments."""
         consts = ", ".join(f"{k}={v}" for k, v in self.kwargs)
-        return f"{self.kernel.split(':')[1]}[{consts}]"
+        halves = sorted({a[1] for a in self.args if isinstance(a, tuple) and a[1] in ("float16", "bfloat16")})
+        return f"{self.kernel.split(':')[1]}[{consts}]" + (f" ({', '.join(halves)} tensors)" if halves else "")
 
 
 @dataclass
