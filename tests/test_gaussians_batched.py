@@ -74,3 +74,20 @@ def test_host_images_do_not_grow_the_trainer(scenes, tmp_path, monkeypatch):
             for where in ("host", "device") for count in (4, 12)}
     assert abs(held[12, "host"] - held[4, "host"]) < image_bytes
     assert held[12, "device"] - held[4, "device"] >= 8 * image_bytes
+
+
+def test_masked_pixels_do_not_count(seed):
+    """A view's mask takes pixels out of the loss: zero gradient there, the unmasked gradient elsewhere."""
+    from recon.engine.scene.camera import Camera
+    from recon.engine.train.views import TrainView
+
+    g = torch.Generator().manual_seed(seed)
+    image = torch.rand(6, 7, 3, generator=g, requires_grad=True)
+    target = torch.rand(6, 7, 4, generator=g)
+    mask = (torch.rand(6, 7, 1, generator=g) > 0.5).float()
+    camera, background = Camera(7, 6, 5.0, 5.0, 3.5, 3.0), torch.rand(3, generator=g)
+    masked, = torch.autograd.grad(gaussians._view_loss(image, TrainView(0, camera, target, mask), background, 0.0),
+                                  image)
+    plain, = torch.autograd.grad(gaussians._view_loss(image, TrainView(0, camera, target), background, 0.0), image)
+    assert not masked[mask[..., 0] == 0].any()
+    torch.testing.assert_close(masked[mask[..., 0] == 1], plain[mask[..., 0] == 1])
