@@ -268,7 +268,8 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
 
     group = distributed.current(device)
     run_dir = Path(run_dir)
-    state, config = rundir.resume_state(run_dir, "gaussians", config, resume=resume, map_location="cpu")
+    state, config = rundir.resume_state(run_dir, "gaussians", config, resume=resume, map_location="cpu",
+                                        mmap=group.distributed)  # each process reads only its shard's rows
     _check_config(config)
     scene = _load_scene(source, config)
     generator = torch.Generator().manual_seed(config.seed)  # views and backgrounds: the same in every process
