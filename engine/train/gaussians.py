@@ -230,9 +230,7 @@ def _initial_model(scene: Scene, config: GaussianFitConfig, generator: torch.Gen
     if not group.distributed:
         return model
     start, stop = distributed.shard_range(model.num_gaussians, group.rank, group.world)
-    return GaussianModel({k: v[start:stop] for k, v in model.params.items()}, sh_degree=model.sh_degree,
-                         active_sh_degree=model.active_sh_degree, normalization=model.normalization,
-                         cameras=model.cameras, background=model.background, antialiased=model.antialiased)
+    return _with_params(model, {k: v[start:stop] for k, v in model.params.items()})
 
 
 def _whole_model(model: GaussianModel, group: Group) -> GaussianModel | None:
@@ -242,9 +240,14 @@ def _whole_model(model: GaussianModel, group: Group) -> GaussianModel | None:
     params = {k: distributed.gather_rows(v, group) for k, v in model.params.items()}
     if not group.is_main:
         return None
-    return GaussianModel({k: v.to(group.device) for k, v in params.items()}, sh_degree=model.sh_degree,
-                         active_sh_degree=model.active_sh_degree, normalization=model.normalization,
-                         cameras=model.cameras, background=model.background, antialiased=model.antialiased)
+    return _with_params(model, {k: v.to(group.device) for k, v in params.items()})
+
+
+def _with_params(model: GaussianModel, params: dict[str, torch.Tensor]) -> GaussianModel:
+    """A model with ``model``'s settings (SH degrees, normalisation, cameras, ...) holding ``params``."""
+    return GaussianModel(params, sh_degree=model.sh_degree, active_sh_degree=model.active_sh_degree,
+                         normalization=model.normalization, cameras=model.cameras, background=model.background,
+                         antialiased=model.antialiased)
 
 
 # ----------------------------------------------------------------------------- the loop
