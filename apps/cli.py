@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from recon import __version__
@@ -31,10 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # for commands that relaunch themselves
     try:
         return int(args.run(args) or 0)
     except ReconError as exc:
-        print(f"recon: error: {one_line(str(exc))}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # in a distributed run every process meets the same error
+            print(f"recon: error: {one_line(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("recon: interrupted", file=sys.stderr)

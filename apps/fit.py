@@ -1,13 +1,17 @@
 """``recon fit SOURCE``: reconstruct a scene (or a shape) into a run directory.
 
 Each model's options come from its engine config dataclass (``apps/options.py``); a model whose engine
-part is missing is listed but says plainly that it is not built.
+part is missing is listed but says plainly that it is not built. ``--gpus N`` runs the same command in N
+processes under torchrun (``torch.distributed``'s launcher); started by torchrun with several processes,
+the command joins their process group and rank 0 prints the results.
 """
 from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
+import sys
 from pathlib import Path
 
 from recon.apps.options import add_config_arguments, config_from_args
@@ -44,6 +48,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--backend", choices=("torch", "triton", "cuda"), default=None,
                    help="kernel backend (default: per kernel and device; same as RECON_BACKEND)")
+    p.add_argument("--gpus", type=int, default=None, metavar="N",
+                   help="fit on N GPUs: runs this command in N processes under torchrun, each holding 1/N of the"
+                        " Gaussians (--model gaussians; on a machine without GPUs, N CPU processes with gloo)")
     for model in dict.fromkeys(TRAINERS.values()):
         module = _trainer(next(k for k, v in TRAINERS.items() if v == model))
         if module is not None:
@@ -66,8 +73,41 @@ def resolve_run_dir(source: Path, output: str | None, resume: bool) -> Path:
     return default_run_dir(name)
 
 
+def _launch(args: argparse.Namespace, source: Path) -> int:
+    """Run this command again in ``args.gpus`` processes under torchrun's launcher; returns their exit status."""
+    import uuid
+
+    import torch
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    from recon.engine.train.rundir import checkpoint_paths, resume_state
+
+    if torch.cuda.is_available() and args.gpus > torch.cuda.device_count():
+        raise ReconError(f"--gpus {args.gpus}, but this machine has {torch.cuda.device_count()} GPU(s)")
+    argv = list(args.argv)
+    run_dir = resolve_run_dir(source, args.output, args.resume)
+    if not args.output:  # every process must write to the same run directory
+        argv += ["-o", str(run_dir)]
+    if args.resume != bool(checkpoint_paths(run_dir)):  # say here (resume_state raises) what each process would
+        resume_state(run_dir, args.model, None, resume=args.resume)
+    if not torch.cuda.is_available():  # CPU processes share the cores
+        os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // args.gpus)))
+    config = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=args.gpus, run_id=str(uuid.uuid4()),
+                          rdzv_backend="c10d", rdzv_endpoint="localhost:0", max_restarts=0)
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # the processes report themselves
+    try:
+        elastic_launch(config, sys.executable)("-m", "recon", *argv)
+    except ChildFailedError as exc:
+        codes = [failure.exitcode for _, failure in sorted(exc.failures.items())]
+        return next((c for c in codes if c > 0), 1)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
+
+    from recon.engine.train import distributed
 
     module = _trainer(args.model)
     if module is None:
@@ -75,12 +115,30 @@ def run(args: argparse.Namespace) -> int:
     source = Path(args.source)
     if not source.exists():
         raise ReconError(f"{source}: no such file or folder")
+    world = distributed.env_world_size()
+    if args.gpus is not None and args.gpus < 1:
+        raise ReconError(f"--gpus must be at least 1, got {args.gpus}")
+    if max(world, args.gpus or 1) > 1 and args.model != "gaussians":
+        raise ReconError(f"--model {args.model} fits in one process; distributed fitting is built for gaussians")
+    if world > 1 and args.gpus not in (None, world):
+        raise ReconError(f"--gpus {args.gpus}, but torchrun started {world} processes")
     if args.backend:
         os.environ["RECON_BACKEND"] = args.backend
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = config_from_args(module.CONFIG, args, **({"kind": args.model} if args.model in ("sdf", "occupancy") else {}))
-    run_dir = resolve_run_dir(source, args.output, args.resume)
-    metrics = module.fit(source, config, run_dir, resume=args.resume, device=device)
+    if (args.gpus or 1) > 1 and world == 1:
+        if config.batch_size < args.gpus:
+            raise ReconError(f"--gpus {args.gpus} needs --batch-size of at least {args.gpus} (each process renders"
+                             f" views of every batch), got {config.batch_size}")
+        return _launch(args, source)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    group = distributed.init_from_env(device)
+    try:
+        run_dir = distributed.broadcast_object(resolve_run_dir(source, args.output, args.resume), group)
+        metrics = module.fit(source, config, run_dir, resume=args.resume, device=group.device)
+    finally:
+        distributed.shutdown()
+    if not group.is_main:
+        return 0
     print(f"run directory: {run_dir}")
     for key, value in (metrics or {}).items():
         if isinstance(value, (int, float)):

@@ -102,7 +102,10 @@ def test_box_selection(fitted, tmp_path, capsys):
     recall = float((chosen & truth).sum() / truth.sum().clamp_min(1))
     with capsys.disabled():
         print(f"\nbox around {OBJECT}: precision {precision:.3f}, recall {recall:.3f}")
-    assert precision >= 0.9 and recall >= 0.75, (precision, recall)
+    # Precision is what the tiny fit left in the box, so it follows the fit's random draws: over fit seeds 0-8
+    # it measured 0.90-1.00 before split noise became keyed by Gaussian identity (2026-12-01) and 0.83-1.00 after
+    # (means 0.948 and 0.952); the floor sits below both.
+    assert precision >= 0.8 and recall >= 0.75, (precision, recall)
     far = ",".join(["5", "5", "5", "6", "6", "6"])  # empty space: nothing selected, nothing to delete
     assert main(["edit", str(run), "--op", "delete", "--box", far, "-o", str(tmp_path / "none")]) == 2
     assert "selection is empty" in capsys.readouterr().err and not (tmp_path / "none").exists()

@@ -6,7 +6,7 @@ import math
 import torch
 
 from recon.engine.models.gaussians import GaussianModel
-from recon.engine.train.densify import DefaultStrategy, MCMCStrategy, Schedule
+from recon.engine.train.densify import DefaultStrategy, MCMCStrategy, Schedule, child_ids, keyed_normal
 from recon.engine.train.optim import append_rows, exponential_lr, keep_rows, make_adam, reset_rows
 
 LRS = {"means": 1e-3, "quats": 1e-3, "scales": 1e-3, "opacities": 1e-2, "sh0": 1e-3, "shN": 1e-4}
@@ -157,3 +157,18 @@ def test_schedule_scales_with_steps():
     assert Schedule.scaled(30_000) == Schedule()
     s = Schedule.scaled(3_000)
     assert (s.refine_start, s.refine_stop, s.refine_every, s.reset_every) == (50, 1500, 10, 300)
+
+
+def test_keyed_normal_is_normal_and_depends_only_on_identity(seed):
+    ids = torch.randint(0, 2 ** 62, (20_000,), generator=torch.Generator().manual_seed(seed))
+    z = keyed_normal(ids, step=17, draws=2)
+    assert z.shape == (2, 20_000, 3)
+    assert abs(z.mean()) < 0.02 and abs(z.std() - 1) < 0.02
+    quantiles = torch.quantile(z.flatten(), torch.tensor([0.0228, 0.1587, 0.5, 0.8413, 0.9772]))
+    torch.testing.assert_close(quantiles, torch.tensor([-2.0, -1.0, 0.0, 1.0, 2.0]), rtol=0, atol=0.05)
+    assert abs(torch.corrcoef(torch.stack([z[0, :, 0], z[1, :, 0]]))[0, 1]) < 0.03  # draws independent
+    order = torch.randperm(20_000)
+    assert torch.equal(keyed_normal(ids[order], 17, 2), z[:, order])  # a row's samples follow the row
+    assert not torch.equal(keyed_normal(ids, 18, 2), z)  # and change with the step
+    children = torch.cat([child_ids(ids, 17, c) for c in range(3)])
+    assert children.unique().numel() == 60_000 and children.min() >= 0 and not torch.isin(children, ids).any()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -48,11 +48,76 @@ class Schedule:
         return 0 < step < self.refine_stop and step % self.reset_every == 0
 
 
+_MASK32 = 0xFFFFFFFF
+
+
+def _hash32(x: torch.Tensor) -> torch.Tensor:
+    """An integer hash of int64 tensors holding 32-bit values (Wellons' lowbias32; products wrap in int64)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & _MASK32
+    x = x ^ (x >> 15)
+    x = (x * 0x846CA68B) & _MASK32
+    return x ^ (x >> 16)
+
+
+def _split64(ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return ids & _MASK32, (ids >> 32) & _MASK32
+
+
+def child_ids(ids: torch.Tensor, step: int, child: int) -> torch.Tensor:
+    """Identities [M] (int64, 62 bits) of the ``child``-th Gaussian made from each of ``ids`` at ``step``."""
+    low, high = _split64(ids)
+    a = _hash32(low ^ _hash32(high ^ ((step * 8 + child) & _MASK32)))
+    b = _hash32(a ^ high ^ 0x5BD1E995)
+    return (a << 30) ^ b
+
+
+def keyed_normal(ids: torch.Tensor, step: int, draws: int) -> torch.Tensor:
+    """Standard normal samples [draws, M, 3] that depend only on the identities ``ids`` [M] (int64) and ``step``.
+
+    A counter-based generator (hash of identity, step and counter; Box-Muller): unlike a stream generator, a
+    row's samples do not depend on which other rows are drawn with it, nor in which order, nor where.
+    """
+    low, high = _split64(ids)
+    seed = _hash32(high ^ _hash32(low ^ _hash32(torch.full_like(low, step & _MASK32))))
+    counter = torch.arange(draws * 3 * 2, device=ids.device).view(draws, 1, 3, 2)
+    uniform = (_hash32(seed[None, :, None, None] ^ _hash32(counter + 0x9E3779B9)).double() + 0.5) / 2.0 ** 32
+    radius = torch.sqrt(-2.0 * torch.log(uniform[..., 0]))
+    return (radius * torch.cos(2.0 * math.pi * uniform[..., 1])).float()
+
+
+class RowScope:
+    """The whole model as one process sees it, for density decisions made on the whole model.
+
+    This one is a model held by a single process; a distributed fit gives each process's strategy a
+    ``shards.ShardedScope``, whose answers cover every shard (and which every process must call alike).
+    """
+
+    def total(self, count: int) -> int:
+        """Gaussians in the whole model, given the ``count`` this process holds."""
+        return count
+
+    def highest(self, scores: torch.Tensor, k: int) -> torch.Tensor:
+        """Mask [N] of the rows whose ``scores`` are among the ``k`` highest non-negative ones of the whole
+        model (every non-negative one when there are at most ``k``)."""
+        candidates = scores >= 0
+        if int(candidates.sum()) <= k:
+            return candidates
+        mask = torch.zeros_like(candidates)
+        mask[torch.topk(scores, k).indices] = True
+        return mask
+
+    def share(self, count: int) -> int:
+        """This process's part of ``count`` new rows for the whole model."""
+        return count
+
+
 def screen_grad_norms(info: dict[str, Any], absgrad: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Norms of the 2D-mean gradients in pixel-independent units, with the Gaussians they belong to.
 
     As in gsplat, gradients w.r.t. pixel coordinates are multiplied by (W/2, H/2) and the number of
-    cameras, so the threshold does not depend on the image size. Returns (norms [M], gaussian ids [M])
+    cameras whose losses the step averages (``info["n_cameras"]``, by default the cameras of ``info``), so the
+    threshold depends neither on the image size nor on the batch size. Returns (norms [M], gaussian ids [M])
     over the visible (camera, Gaussian) pairs.
     """
     means2d = info["means2d"]
@@ -61,7 +126,7 @@ def screen_grad_norms(info: dict[str, Any], absgrad: bool) -> tuple[torch.Tensor
         raise ReconError("absgrad density control needs rasterize(..., absgrad=True) in the training step"
                          if absgrad else "no gradient reached the 2D means (was backward() called?)")
     grad = grad.detach().clone()
-    n_cameras = grad.shape[0]
+    n_cameras = info.get("n_cameras", grad.shape[0])
     grad[..., 0] *= info["width"] / 2.0 * n_cameras
     grad[..., 1] *= info["height"] / 2.0 * n_cameras
     visible = (info["radii"] > 0).all(dim=-1)  # [C, N]
@@ -90,14 +155,29 @@ class DefaultStrategy:
     prune_scale3d: float = 0.1
     max_gaussians: int = 0
     schedule: Schedule = field(default_factory=Schedule)
+    scope: RowScope = field(default_factory=RowScope, repr=False)
+    ROW_STATE: ClassVar[tuple[str, ...]] = ("grad2d", "count", "ids")  # per Gaussian (sharded like parameters)
     grad2d: torch.Tensor | None = None  # [N] summed gradient norms since the last refinement
     count: torch.Tensor | None = None  # [N] how many views saw each Gaussian
+    ids: torch.Tensor | None = None  # [N] int64 identity of each Gaussian (keys the noise of its splits)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"grad2d": self.grad2d, "count": self.count}
+        return {"grad2d": self.grad2d, "count": self.count, "ids": self.ids}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.grad2d, self.count = state["grad2d"], state["count"]
+        self.grad2d, self.count, self.ids = state["grad2d"], state["count"], state.get("ids")
+
+    def number_rows(self, first: int, count: int, device: torch.device | str) -> None:
+        """Give rows without an identity the identities ``first``, ``first + 1``, ... (their index in the whole
+        model: a process holding a shard passes the index of its first row)."""
+        if self.ids is None:
+            self.ids = torch.arange(first, first + count, device=device)
+
+    def _row_ids(self, n: int, device: torch.device) -> torch.Tensor:
+        self.number_rows(0, n, device)  # a model held by one process: identities are row indices
+        if self.ids.shape[0] != n:
+            raise RuntimeError(f"density control: {n} Gaussians but {self.ids.shape[0]} identities")
+        return self.ids
 
     def step_pre_optimizer(self, params: Params, info: dict[str, Any], step: int) -> None:
         """Accumulate the screen-space gradient statistics of this step (after ``backward``)."""
@@ -119,11 +199,12 @@ class DefaultStrategy:
                             generator: torch.Generator | None = None, means_lr: float = 0.0) -> dict[str, int]:
         """Refine and reset on schedule (after ``optimizer.step()``); returns counts of what changed.
 
-        ``means_lr`` is unused here (the MCMC strategy scales its noise by it).
+        ``generator`` and ``means_lr`` are unused here (the MCMC strategy samples with them); splits draw
+        ``keyed_normal`` samples instead.
         """
         stats = {"cloned": 0, "split": 0, "pruned": 0}
         if self.schedule.refines_at(step) and self.grad2d is not None:
-            stats["cloned"], stats["split"] = self._grow(params, optimizer, extent, generator)
+            stats["cloned"], stats["split"] = self._grow(params, optimizer, extent, step)
             stats["pruned"] = self._prune(params, optimizer, extent, step)
             n = params["means"].shape[0]
             self.grad2d = torch.zeros(n, device=params["means"].device)
@@ -133,39 +214,43 @@ class DefaultStrategy:
             reset_rows(optimizer, params, "opacities", params["opacities"].detach().clamp_max(ceiling))
         return stats
 
-    def _grow(self, params: Params, optimizer: torch.optim.Optimizer, extent: float,
-              generator: torch.Generator | None) -> tuple[int, int]:
+    def _grow(self, params: Params, optimizer: torch.optim.Optimizer, extent: float, step: int) -> tuple[int, int]:
+        ids = self._row_ids(params["means"].shape[0], params["means"].device)
         avg = self.grad2d / self.count.clamp_min(1)
         high = avg > self.grad_threshold
         if self.max_gaussians > 0:
-            budget = max(0, self.max_gaussians - params["means"].shape[0])
-            if int(high.sum()) > budget:
-                top = torch.topk(torch.where(high, avg, torch.full_like(avg, -1.0)), budget).indices
-                high = torch.zeros_like(high)
-                high[top] = True
+            budget = max(0, self.max_gaussians - self.scope.total(params["means"].shape[0]))
+            high = self.scope.highest(torch.where(high, avg, torch.full_like(avg, -1.0)), budget)
         small = torch.exp(params["scales"].detach()).max(dim=-1).values <= self.grow_scale3d * extent
         clone, split = high & small, high & ~small
         if clone.any():
             append_rows(optimizer, params, {k: p.detach()[clone] for k, p in params.items()})
+            ids = torch.cat([ids, child_ids(ids[clone], step, 0)])
         if split.any():
             split = torch.cat([split, torch.zeros(int(clone.sum()), dtype=torch.bool, device=split.device)])
-            self._split(params, optimizer, split, generator)
+            ids = self._split(params, optimizer, split, ids, step)
+        self.ids = ids
         return int(clone.sum()), int(split.sum())
 
     @staticmethod
-    def _split(params: Params, optimizer: torch.optim.Optimizer, split: torch.Tensor,
-               generator: torch.Generator | None) -> None:
-        """Replace each selected Gaussian by two samples from it, with scales shrunk by 1.6."""
+    def _split(params: Params, optimizer: torch.optim.Optimizer, split: torch.Tensor, ids: torch.Tensor,
+               step: int) -> torch.Tensor:
+        """Replace each selected Gaussian by two samples from it, with scales shrunk by 1.6; returns the new ids.
+
+        The samples are ``keyed_normal`` of the Gaussian's identity and the step: a Gaussian splits the same
+        way wherever it is stored, so a fit sharded across processes makes the splits of a single-process one.
+        """
         rows = {k: p.detach()[split] for k, p in params.items()}
         scales = torch.exp(rows["scales"])
         rot = quat_to_rotmat(rows["quats"])
-        noise = torch.randn((2, *scales.shape), generator=generator, device="cpu").to(scales)
+        noise = keyed_normal(ids[split], step, draws=2).to(scales)
         offsets = torch.einsum("nij,bnj->bni", rot, noise * scales)  # [2, M, 3]
         new = {k: torch.cat([v, v]) for k, v in rows.items()}
         new["means"] = (rows["means"][None] + offsets).reshape(-1, 3)
         new["scales"] = torch.log(scales / 1.6).repeat(2, 1)
         keep_rows(optimizer, params, ~split)
         append_rows(optimizer, params, new)
+        return torch.cat([ids[~split], child_ids(ids[split], step, 1), child_ids(ids[split], step, 2)])
 
     def _prune(self, params: Params, optimizer: torch.optim.Optimizer, extent: float, step: int) -> int:
         prune = torch.sigmoid(params["opacities"].detach()) < self.prune_opacity
@@ -175,11 +260,12 @@ class DefaultStrategy:
             prune[torch.argmax(params["opacities"].detach())] = False
         if prune.any():
             keep_rows(optimizer, params, ~prune)
+            self.ids = self.ids[~prune]
         return int(prune.sum())
 
     def describe(self) -> dict[str, Any]:
         """The settings (for logs and configs)."""
-        return {k: v for k, v in asdict(self).items() if k not in ("grad2d", "count")}
+        return {k: v for k, v in asdict(self).items() if k not in ("grad2d", "count", "ids", "scope")}
 
 
 @dataclass
@@ -198,12 +284,17 @@ class MCMCStrategy:
     opacity_reg: float = 0.01
     scale_reg: float = 0.01
     schedule: Schedule = field(default_factory=Schedule)
+    scope: RowScope = field(default_factory=RowScope, repr=False)
+    ROW_STATE: ClassVar[tuple[str, ...]] = ()
 
     def state_dict(self) -> dict[str, Any]:
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         pass
+
+    def number_rows(self, first: int, count: int, device: torch.device | str) -> None:
+        """MCMC keeps no identities (its sampling is per process)."""
 
     def step_pre_optimizer(self, params: Params, info: dict[str, Any], step: int) -> None:
         """MCMC needs no gradient statistics."""
@@ -252,8 +343,8 @@ class MCMCStrategy:
         return n_dead
 
     def _grow(self, params: Params, optimizer: torch.optim.Optimizer, generator: torch.Generator | None) -> int:
-        n = params["means"].shape[0]
-        add = min(self.max_gaussians, math.ceil(n * (1.0 + self.grow_rate))) - n
+        total = self.scope.total(params["means"].shape[0])
+        add = self.scope.share(max(0, min(self.max_gaussians, math.ceil(total * (1.0 + self.grow_rate))) - total))
         if add <= 0:
             return 0
         sources = self._sample_live(params, add, generator)
@@ -278,4 +369,4 @@ class MCMCStrategy:
             params["means"].add_(step * (gate * self.noise_lr * means_lr)[:, None])
 
     def describe(self) -> dict[str, Any]:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "scope"}

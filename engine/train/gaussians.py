@@ -4,12 +4,21 @@ Adam with per-attribute learning rates (positions decay exponentially and scale 
 loss 0.8 L1 + 0.2 D-SSIM, SH degree raised on a schedule, adaptive density control (``densify.py``),
 checkpoints with optimiser, strategy and RNG state (``--resume`` continues bit for bit on CPU) and an
 evaluation on the test split at the end (metrics.json, test_renders/*.png).
+
+Each step renders ``--batch-size`` views (``batch_render.py``) and averages their losses; Adam's settings
+follow Grendel-GS's sqrt(batch) rule (``optim.batch_scaling``). Started by torchrun with several processes,
+the fit is distributed: each process holds a shard of the Gaussians, renders its share of every batch and
+controls the density of its own shard; shards are rebalanced when they drift apart (``shards.py``) and
+rank 0 logs and writes ordinary single-file checkpoints, so a run resumes on any number of processes.
+Training images live where ``--images-on`` says (``views.py``).
 """
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,14 +27,17 @@ import torch
 
 from recon.engine.errors import ReconError
 from recon.engine.models.gaussians import GaussianModel
-from recon.engine.scene.camera import camera_matrices
 from recon.engine.scene.scene import Scene
-from recon.engine.train import rundir
-from recon.engine.train.options import option
-from recon.engine.train.densify import STANDARD_STEPS, DefaultStrategy, MCMCStrategy, Schedule
+from recon.engine.train import distributed, rundir
+from recon.engine.train.batch_render import Rendered, render_local, render_sharded
+from recon.engine.train.densify import STANDARD_STEPS, DefaultStrategy, MCMCStrategy, RowScope, Schedule
+from recon.engine.train.distributed import Group
 from recon.engine.train.evaluate import evaluate
 from recon.engine.train.metrics import photometric_loss, psnr
-from recon.engine.train.optim import exponential_lr, make_adam, set_lr
+from recon.engine.train.optim import batch_scaling, exponential_lr, make_adam, set_lr
+from recon.engine.train.options import option
+from recon.engine.train.shards import ShardedScope, gather_checkpoint, rebalance, slice_checkpoint
+from recon.engine.train.views import IMAGES_ON, Batch, TrainView, TrainViews, image_store
 
 
 @dataclass
@@ -55,6 +67,13 @@ class GaussianFitConfig:
     max_gaussians: int = option(0, "cap on the number of Gaussians (0: none; MCMC defaults to 1000000)")
     antialiased: bool = option(False, "Mip-Splatting style anti-aliased rasterization")
     checkpoint_every: int = option(7000, "save a checkpoint every this many steps (and at the end)")
+    batch_size: int = option(1, "views rendered per step (their losses averaged); learning rates scale by sqrt of it"
+                                " and Adam's betas by its power, as in Grendel-GS; with N processes each renders"
+                                " about 1/N of them")
+    images_on: Literal["auto", "device", "host", "disk"] = option(
+        "auto", "where training images live: on the device, in (pinned) host memory or read from disk, moved to"
+                " the device per step; auto: on the device when they need at most 30% of its free memory, else"
+                " host memory when they fit in half of what is available, else disk")
 
 
 CONFIG = GaussianFitConfig
@@ -93,14 +112,16 @@ def initial_points(scene: Scene, count: int, generator: torch.Generator) -> tupl
     return points, torch.rand(count, 3, generator=generator)
 
 
-def _strategy(config: GaussianFitConfig) -> DefaultStrategy | MCMCStrategy:
+def _strategy(config: GaussianFitConfig, group: Group) -> DefaultStrategy | MCMCStrategy:
+    """The density control of one process (its decisions on caps cover every process's shard)."""
     schedule = Schedule.scaled(config.steps)
+    scope = ShardedScope(group) if group.distributed else RowScope()
     if config.strategy == "mcmc":
         return MCMCStrategy(max_gaussians=config.max_gaussians or 1_000_000, min_opacity=config.prune_opacity,
-                            schedule=schedule)
+                            schedule=schedule, scope=scope)
     return DefaultStrategy(grad_threshold=config.densify_grad_threshold, absgrad=config.absgrad,
                            prune_opacity=config.prune_opacity, max_gaussians=config.max_gaussians,
-                           schedule=schedule)
+                           schedule=schedule, scope=scope)
 
 
 def _learning_rates(config: GaussianFitConfig, extent: float) -> dict[str, float]:
@@ -108,22 +129,22 @@ def _learning_rates(config: GaussianFitConfig, extent: float) -> dict[str, float
             "opacities": config.opacities_lr, "sh0": config.sh0_lr, "shN": config.sh0_lr / 20.0}
 
 
-class _TrainImages:
-    """Training images on the device and a shuffled, resumable order of views."""
+def _train_views(scene: Scene, config: GaussianFitConfig, group: Group) -> TrainViews:
+    """The training views, their images stored as ``--images-on`` says, batched as ``--batch-size`` says."""
+    cameras = [f.camera for f in scene.train_frames]
+    if not cameras:
+        raise ReconError(f"{scene.root}: no training images (check --test-every)")
+    if not group.world <= config.batch_size <= len(cameras):
+        raise ReconError(f"--batch-size must be between the number of processes ({group.world}) and the number of"
+                         f" training views ({len(cameras)}), got {config.batch_size}")
+    indices = scene.train_indices
 
-    def __init__(self, scene: Scene, device: torch.device):
-        self.cameras = [f.camera for f in scene.train_frames]
-        if not self.cameras:
-            raise ReconError(f"{scene.root}: no training images (check --test-every)")
-        self.images = [torch.as_tensor(scene.load_image(i, keep_alpha=True), device=device)
-                       for i in scene.train_indices]
-        self.viewmats, self.Ks = camera_matrices(self.cameras, device)
-        self.order: list[int] = []
+    def load(i: int) -> tuple[np.ndarray, np.ndarray | None]:
+        return scene.load_image(indices[i], keep_alpha=True), None
 
-    def next_index(self, generator: torch.Generator) -> int:
-        if not self.order:
-            self.order = torch.randperm(len(self.cameras), generator=generator).tolist()
-        return self.order.pop()
+    copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this host, each holding its images
+    store = image_store(load, cameras, group.device, config.images_on, copies)
+    return TrainViews(cameras, store, config.batch_size, group.device, group.rank, group.world)
 
 
 def _target(image: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
@@ -133,108 +154,202 @@ def _target(image: torch.Tensor, background: torch.Tensor) -> torch.Tensor:
     return image[..., :3]
 
 
+def _view_loss(image: torch.Tensor, view: TrainView, background: torch.Tensor, ssim_weight: float) -> torch.Tensor:
+    """The photometric loss of one rendered view; pixels its mask excludes count as rendered perfectly."""
+    target = _target(view.image, background)
+    if view.mask is not None:
+        target = torch.lerp(image.detach(), target, view.mask)
+    return photometric_loss(image, target, ssim_weight)
+
+
+def _batch_loss(rendered: Rendered, batch: Batch, backgrounds: torch.Tensor, ssim_weight: float) -> torch.Tensor:
+    """This process's share of the batch's mean loss: its views' losses over the batch size."""
+    losses = [_view_loss(image, view, backgrounds[j], ssim_weight)
+              for image, view, j in zip(rendered.images, batch.views, batch.owned)]
+    return torch.stack(losses).sum() / batch.size
+
+
+def _densify_seed(seed: int, rank: int, step: int = 0) -> int:
+    """The seed of process ``rank``'s density-control generator (restarted at ``step`` after a change of world)."""
+    return (seed * 1_000_003 + rank * 7_919 + step) % (2 ** 63)
+
+
 # ----------------------------------------------------------------------------- checkpoints
-def _checkpoint(model: GaussianModel, optimizer: torch.optim.Optimizer, strategy: Any, images: _TrainImages,
-                generator: torch.Generator, config: GaussianFitConfig, step: int, source: Path) -> dict[str, Any]:
-    return {
+def _checkpoint(model: GaussianModel, optimizer: torch.optim.Optimizer, strategy: Any, views: TrainViews,
+                generator: torch.Generator, densify_generator: torch.Generator, config: GaussianFitConfig,
+                step: int, source: Path, group: Group) -> dict[str, Any] | None:
+    """The whole-model checkpoint (rank 0; None elsewhere), gathered from every process's shard."""
+    local = {
         "kind": "gaussians", "step": step, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
         "strategy": strategy.state_dict(), "normalization": model.normalization.to_dict(),
         "config": asdict(config), "source": str(source),
-        "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(), "order": list(images.order),
+        "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(), "order": list(views.order),
+                "densify": distributed.all_gather_objects(densify_generator.get_state(), group),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
     }
+    return gather_checkpoint(local, strategy.ROW_STATE, group)
 
 
-def _restore(state: dict[str, Any], config: GaussianFitConfig, device: torch.device, images: _TrainImages,
-             generator: torch.Generator) -> tuple[GaussianModel, torch.optim.Optimizer, Any]:
-    """Model, optimiser, strategy and every RNG exactly as checkpoint ``state`` left them."""
-    model = GaussianModel.from_checkpoint(state, device)
+def _restore(state: dict[str, Any], config: GaussianFitConfig, views: TrainViews, generator: torch.Generator,
+             densify_generator: torch.Generator, group: Group) -> tuple[GaussianModel, torch.optim.Optimizer, Any]:
+    """This process's shard of model, optimiser and strategy, and every RNG, as checkpoint ``state`` left them.
+
+    A run resumed on as many processes as wrote the checkpoint continues exactly; on another number, each
+    process's density-control generator restarts from a seed of (seed, rank, step).
+    """
+    strategy = _strategy(config, group)
+    state = slice_checkpoint(state, strategy.ROW_STATE, group.rank, group.world)
+    model = GaussianModel.from_checkpoint(state, group.device)
     optimizer = make_adam(model.params, {g["name"]: g["lr"] for g in state["optimizer"]["param_groups"]})
     optimizer.load_state_dict(state["optimizer"])
-    strategy = _strategy(config)
-    strategy.load_state_dict({k: (v.to(device) if torch.is_tensor(v) else v) for k, v in state["strategy"].items()})
-    torch.set_rng_state(state["rng"]["torch"])
-    generator.set_state(state["rng"]["generator"])
-    images.order = list(state["rng"]["order"])
-    if state["rng"]["cuda"] is not None and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng"]["cuda"])
+    strategy.load_state_dict({k: (v.to(group.device) if torch.is_tensor(v) else v)
+                              for k, v in state["strategy"].items()})
+    rng = state["rng"]
+    torch.set_rng_state(rng["torch"])
+    generator.set_state(rng["generator"])
+    views.order = list(rng["order"])
+    saved = rng.get("densify")
+    if saved is not None and len(saved) == group.world:
+        densify_generator.set_state(saved[group.rank])
+    else:
+        densify_generator.manual_seed(_densify_seed(config.seed, group.rank, int(state["step"])))
+    if rng["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
     return model, optimizer, strategy
 
 
-# ----------------------------------------------------------------------------- the loop
-def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
-        device: torch.device) -> dict[str, Any]:
-    """Fit 3D Gaussians to the scene at ``source``; writes ``run_dir`` and returns the metrics."""
-    from tqdm import tqdm
+def _initial_model(scene: Scene, config: GaussianFitConfig, generator: torch.Generator,
+                   group: Group) -> GaussianModel:
+    """The 3DGS initialisation of the whole model, then this process's rows of it."""
+    points, colors = initial_points(scene, config.init_points, generator)
+    model = GaussianModel.from_points(
+        points.to(group.device), colors.to(group.device), sh_degree=config.sh_degree,
+        init_opacity=config.init_opacity, normalization=scene.normalization, background=scene.background,
+        antialiased=config.antialiased,
+        cameras={"train": [f.camera for f in scene.train_frames], "test": [f.camera for f in scene.test_frames]})
+    if not group.distributed:
+        return model
+    start, stop = distributed.shard_range(model.num_gaussians, group.rank, group.world)
+    return _with_params(model, {k: v[start:stop] for k, v in model.params.items()})
 
-    run_dir = Path(run_dir)
-    state, config = rundir.resume_state(run_dir, "gaussians", config, resume=resume, map_location=device)
+
+def _whole_model(model: GaussianModel, group: Group) -> GaussianModel | None:
+    """The model every shard makes up, on rank 0 (None elsewhere); ``model`` itself with one process."""
+    if not group.distributed:
+        return model
+    params = {k: distributed.gather_rows(v, group) for k, v in model.params.items()}
+    if not group.is_main:
+        return None
+    return _with_params(model, {k: v.to(group.device) for k, v in params.items()})
+
+
+def _with_params(model: GaussianModel, params: dict[str, torch.Tensor]) -> GaussianModel:
+    """A model with ``model``'s settings (SH degrees, normalisation, cameras, ...) holding ``params``."""
+    return GaussianModel(params, sh_degree=model.sh_degree, active_sh_degree=model.active_sh_degree,
+                         normalization=model.normalization, cameras=model.cameras, background=model.background,
+                         antialiased=model.antialiased)
+
+
+# ----------------------------------------------------------------------------- the loop
+def _check_config(config: GaussianFitConfig) -> None:
     if config.sh_degree not in (0, 1, 2, 3):
         raise ReconError(f"--sh-degree must be 0..3, got {config.sh_degree}")
     if config.steps < 1:
         raise ReconError(f"--steps must be at least 1, got {config.steps}")
+    if config.images_on not in IMAGES_ON:
+        raise ReconError(f"--images-on must be one of {', '.join(IMAGES_ON)}, got {config.images_on!r}")
+
+
+def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
+        device: torch.device) -> dict[str, Any]:
+    """Fit 3D Gaussians to the scene at ``source``; writes ``run_dir`` and returns the metrics.
+
+    Inside an initialised torch.distributed process group every process must call it (see the module
+    docstring); only rank 0 writes files and returns metrics (the others return an empty dict).
+    """
+    from tqdm import tqdm
+
+    group = distributed.current(device)
+    run_dir = Path(run_dir)
+    state, config = rundir.resume_state(run_dir, "gaussians", config, resume=resume, map_location="cpu",
+                                        mmap=group.distributed)  # each process reads only its shard's rows
+    _check_config(config)
     scene = _load_scene(source, config)
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)  # views and backgrounds: the same in every process
+    densify_generator = torch.Generator().manual_seed(_densify_seed(config.seed, group.rank))
     torch.manual_seed(config.seed)
-    images = _TrainImages(scene, device)
+    views = _train_views(scene, config, group)
     extent = scene.extent
+    log = (lambda message: rundir.log_line(run_dir, message)) if group.is_main else (lambda message: None)
+    lr_factor, eps, betas = batch_scaling(config.batch_size)
+    lrs = {name: lr * lr_factor for name, lr in _learning_rates(config, extent).items()}
 
     if state is not None:
-        model, optimizer, strategy = _restore(state, config, device, images, generator)
+        model, optimizer, strategy = _restore(state, config, views, generator, densify_generator, group)
         start = int(state["step"])
-        rundir.log_line(run_dir, f"resume at step {start}")
+        log(f"resume at step {start} on {group.world} process(es)")
     else:
-        points, colors = initial_points(scene, config.init_points, generator)
-        model = GaussianModel.from_points(
-            points.to(device), colors.to(device), sh_degree=config.sh_degree, init_opacity=config.init_opacity,
-            normalization=scene.normalization, background=scene.background, antialiased=config.antialiased,
-            cameras={"train": [f.camera for f in scene.train_frames], "test": [f.camera for f in scene.test_frames]})
-        optimizer = make_adam(model.params, _learning_rates(config, extent))
-        strategy = _strategy(config)
+        model = _initial_model(scene, config, generator, group)
+        optimizer = make_adam(model.params, lrs, eps=eps, betas=betas)
+        strategy = _strategy(config, group)
         start = 0
-        run_dir.mkdir(parents=True, exist_ok=True)
-        rundir.write_config(run_dir, {"model": "gaussians", "source": str(source), **asdict(config)})
-        rundir.log_line(run_dir, f"start: {model.num_gaussians} Gaussians, {len(images.cameras)} train views")
+        if group.is_main:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            rundir.write_config(run_dir, {"model": "gaussians", "source": str(source), **asdict(config)})
+    sizes = rebalance(model.params, optimizer, strategy, group)  # shard sizes (evened out if they drifted)
+    strategy.number_rows(sum(sizes[:group.rank]), sizes[group.rank], group.device)  # a fresh fit (or an old run)
+    log(f"start: {sum(sizes)} Gaussians, {len(views.cameras)} train views, batch {config.batch_size},"
+        f" {group.world} process(es), images on {views.store.kind}")
 
+    render = partial(render_sharded, group=group) if group.distributed else render_local
     scale = min(1.0, config.steps / STANDARD_STEPS)
     sh_interval = max(1, round(config.sh_interval * scale))
-    lrs = _learning_rates(config, extent)
-    fixed_bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
+    fixed_bg = torch.as_tensor(scene.background, dtype=torch.float32, device=group.device)
     started = time.perf_counter()
-    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="gaussians", leave=False)
+    bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc="gaussians", leave=False,
+               disable=not group.is_main)
     for step in bar:
-        means_lr = exponential_lr(step, lrs["means"], config.means_lr_final * extent, config.steps)
+        means_lr = exponential_lr(step, lrs["means"], config.means_lr_final * extent * lr_factor, config.steps)
         set_lr(optimizer, "means", means_lr)
         model.active_sh_degree = min(config.sh_degree, step // sh_interval)
-        index = images.next_index(generator)
-        background = (torch.rand(3, generator=generator).to(device) if config.random_background else fixed_bg)
-        cam = images.cameras[index]
-        image, _, info = model.rasterize(images.viewmats[index:index + 1], images.Ks[index:index + 1],
-                                         cam.width, cam.height, background=background, absgrad=config.absgrad)
-        target = _target(images.images[index], background)
-        loss = photometric_loss(image[0], target, config.ssim_weight)
-        extra = strategy.regularization(model.params)
-        (loss if extra is None else loss + extra).backward()
-        strategy.step_pre_optimizer(model.params, info, step)
+        batch = views.next_batch(generator)
+        backgrounds = (torch.rand(batch.size, 3, generator=generator).to(group.device) if config.random_background
+                       else fixed_bg.expand(batch.size, 3))
+        rendered = render(model, batch, backgrounds, config.absgrad)
+        loss = _batch_loss(rendered, batch, backgrounds, config.ssim_weight)
+        extra = strategy.regularization(model.params)  # a mean over this shard: weighted by its share
+        total = loss + rendered.link
+        (total if extra is None else total + extra * (model.num_gaussians / sum(sizes))).backward()
+        rendered.finish()
+        for info in rendered.infos:
+            strategy.step_pre_optimizer(model.params, info, step)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        strategy.step_post_optimizer(model.params, optimizer, step, extent, generator, means_lr=means_lr)
+        strategy.step_post_optimizer(model.params, optimizer, step, extent, densify_generator, means_lr=means_lr)
+        if strategy.schedule.refines_at(step):
+            sizes = rebalance(model.params, optimizer, strategy, group)
         done = step + 1
         if step % 10 == 0:
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(image[0].detach(), target).item():.2f}",
-                            n=model.num_gaussians)
+            batch_loss = distributed.all_reduce_sum(loss.detach(), group)
+            first = batch.owned[0]
+            view_psnr = psnr(rendered.images[0].detach(), _target(batch.views[0].image, backgrounds[first]))
+            bar.set_postfix(loss=f"{batch_loss.item():.4f}", psnr=f"{view_psnr.item():.2f}", n=sum(sizes))
         if done % config.checkpoint_every == 0 or done == config.steps:
-            rundir.save_checkpoint(run_dir, _checkpoint(model, optimizer, strategy, images, generator, config,
-                                                        done, source))
-            rundir.log_line(run_dir, f"checkpoint at step {done}: {model.num_gaussians} Gaussians")
+            saved = _checkpoint(model, optimizer, strategy, views, generator, densify_generator, config, done,
+                                source, group)
+            if group.is_main:
+                rundir.save_checkpoint(run_dir, saved)
+            log(f"checkpoint at step {done}: {sum(sizes)} Gaussians")
     bar.close()
     if start >= config.steps:  # nothing left to do: still evaluate what the run holds
-        rundir.log_line(run_dir, f"already at step {start} of {config.steps}")
+        log(f"already at step {start} of {config.steps}")
 
-    metrics = {"steps": config.steps, "num_gaussians": model.num_gaussians,
-               "train_seconds": time.perf_counter() - started,
-               **evaluate(model, scene, run_dir / "test_renders")}
+    train_seconds = time.perf_counter() - started
+    whole = _whole_model(model, group)
+    if whole is None:  # not rank 0: done (rank 0 evaluates the whole model alone)
+        return {}
+    metrics = {"steps": config.steps, "num_gaussians": whole.num_gaussians, "train_seconds": train_seconds,
+               **evaluate(whole, scene, run_dir / "test_renders")}
     rundir.write_metrics(run_dir, metrics)
-    rundir.log_line(run_dir, "evaluation: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
+    log("evaluation: " + ", ".join(f"{k}={v}" for k, v in metrics.items()))
     return metrics
-

@@ -76,10 +76,11 @@ def save_checkpoint(run_dir: Path, state: dict[str, Any], keep: int = 2) -> Path
     return path
 
 
-def resume_state(run_dir: Path, kind: str, config: Any, *, resume: bool,
-                 map_location: str | torch.device = "cpu") -> tuple[dict[str, Any] | None, Any]:
+def resume_state(run_dir: Path, kind: str, config: Any, *, resume: bool, map_location: str | torch.device = "cpu",
+                 mmap: bool = False) -> tuple[dict[str, Any] | None, Any]:
     """For ``--resume``: the newest checkpoint of a ``kind`` run and the run's own config dataclass
-    (every option as saved, except ``steps`` from ``config``, so a run can be extended).
+    (every option as saved, except ``steps`` from ``config``, so a run can be extended). ``mmap``: see
+    ``load_checkpoint``.
 
     Without ``resume`` returns ``(None, config)``, refusing a run directory that already holds checkpoints
     (a fresh fit would silently mix with them); a run with no checkpoint or of another kind is an error.
@@ -88,7 +89,7 @@ def resume_state(run_dir: Path, kind: str, config: Any, *, resume: bool,
         if checkpoint_paths(run_dir):
             raise ReconError(f"{run_dir}: the run directory already holds checkpoints; pass --resume or another -o")
         return None, config
-    state = load_checkpoint(run_dir, map_location=map_location)
+    state = load_checkpoint(run_dir, map_location=map_location, mmap=mmap)
     if state is None:
         raise ReconError(f"{run_dir}: --resume, but the run has no checkpoint")
     if state["kind"] != kind:
@@ -102,12 +103,17 @@ def resume_state(run_dir: Path, kind: str, config: Any, *, resume: bool,
     return state, type(config)(**{**saved, "steps": config.steps})
 
 
-def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-    """The newest checkpoint of a run, or None when it has none."""
+def load_checkpoint(run_dir: Path, map_location: str | torch.device = "cpu",
+                    mmap: bool = False) -> dict[str, Any] | None:
+    """The newest checkpoint of a run, or None when it has none.
+
+    With ``mmap`` the tensors are mapped from the file and read when used: a process that takes only its
+    shard of a large model reads only those rows.
+    """
     paths = checkpoint_paths(run_dir)
     if not paths:
         return None
     try:
-        return torch.load(paths[-1], map_location=map_location, weights_only=False)
+        return torch.load(paths[-1], map_location=map_location, weights_only=False, mmap=mmap)
     except (OSError, RuntimeError, EOFError) as exc:
         raise ReconError(f"{paths[-1]}: unreadable checkpoint ({exc})") from None

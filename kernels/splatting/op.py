@@ -1,4 +1,8 @@
-"""The public ``rasterize`` op: validates inputs, picks the backend once, and chains the five stages."""
+"""The public ``rasterize`` op: validates inputs, picks the backend once, and chains the stages.
+
+``rasterize`` is ``project`` (projection and SH colours) followed by ``rasterize_projected`` (tile binning
+and blending); both halves are public so that callers can move projected Gaussians between them.
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -23,9 +27,6 @@ def _check_inputs(
     viewmats: torch.Tensor,
     Ks: torch.Tensor,
     sh_degree: int | None,
-    mode: str,
-    tile_size: int,
-    absgrad: bool,
 ) -> None:
     """Raise ``ValueError`` naming the first argument whose shape is wrong."""
     n = means.shape[0]
@@ -38,25 +39,29 @@ def _check_inputs(
         raise ValueError(f"rasterize: viewmats must have shape [C, 4, 4], got {list(viewmats.shape)}")
     if tuple(Ks.shape) != (viewmats.shape[0], 3, 3):
         raise ValueError(f"rasterize: Ks must have shape [{viewmats.shape[0]}, 3, 3], got {list(Ks.shape)}")
-    if mode not in MODES:
-        raise ValueError(f"rasterize: mode must be one of {MODES}, got {mode!r}")
-    if tile_size not in TILE_SIZES:
-        raise ValueError(f"rasterize: tile_size must be one of {TILE_SIZES}, got {tile_size!r}")
     if sh_degree is None:
         leading = colors.shape[:-2] if colors.dim() == 3 else ()
         if (colors.dim() not in (2, 3) or colors.shape[-2] != n or not 1 <= colors.shape[-1] <= MAX_CHANNELS
                 or leading not in ((), (viewmats.shape[0],))):
             raise ValueError(f"rasterize: colors must be [N, D] or [C, N, D] with D in 1..{MAX_CHANNELS}, got"
                              f" {list(colors.shape)}")
-        channels = colors.shape[-1] + (mode == "rgb+depth")
-        if absgrad and channels > ABSGRAD_MAX_CHANNELS:
-            raise ValueError(f"rasterize: absgrad supports at most {ABSGRAD_MAX_CHANNELS} channels (depth included),"
-                             f" got {channels}")
     elif not 0 <= sh_degree <= 3 or colors.dim() != 3 or colors.shape[0] != n or colors.shape[1] < (sh_degree + 1) ** 2:
         raise ValueError(
             f"rasterize: sh_degree {sh_degree} needs SH coefficients [N, K>={(sh_degree + 1) ** 2}, 3] with degree"
             f" 0..3, got {list(colors.shape)}"
         )
+
+
+def _check_blend_options(mode: str, tile_size: int, absgrad: bool, colors: int) -> None:
+    """Raise ``ValueError`` for a blend option the kernels do not take (``colors``: colour channels)."""
+    if mode not in MODES:
+        raise ValueError(f"rasterize: mode must be one of {MODES}, got {mode!r}")
+    if tile_size not in TILE_SIZES:
+        raise ValueError(f"rasterize: tile_size must be one of {TILE_SIZES}, got {tile_size!r}")
+    channels = colors + (mode == "rgb+depth")
+    if absgrad and channels > ABSGRAD_MAX_CHANNELS:
+        raise ValueError(f"rasterize: absgrad supports at most {ABSGRAD_MAX_CHANNELS} channels (depth included),"
+                         f" got {channels}")
 
 
 def _stages(backend: str) -> Any:
@@ -73,6 +78,95 @@ def _stages(backend: str) -> Any:
         return SimpleNamespace(project_gaussians=triton_stages.project_gaussians,
                                sh_to_color=triton_stages.sh_to_color, blend_tiles=blend.blend_tiles)
     return triton_stages
+
+
+def project(
+    means: torch.Tensor,  # [N, 3]
+    quats: torch.Tensor,  # [N, 4] wxyz, any norm
+    scales: torch.Tensor,  # [N, 3] linear
+    opacities: torch.Tensor,  # [N] in [0, 1]
+    colors: torch.Tensor,  # [N, D], [C, N, D] or SH [N, K, 3] with sh_degree
+    viewmats: torch.Tensor,  # [C, 4, 4] world-to-camera, OpenCV
+    Ks: torch.Tensor,  # [C, 3, 3]
+    width: int,
+    height: int,
+    *,
+    sh_degree: int | None = None,
+    near: float = 0.01,
+    far: float = 1e10,
+    eps2d: float = 0.3,
+    antialiased: bool = False,
+    backend: str | None = None,
+) -> dict[str, Any]:
+    """The first half of ``rasterize``: project N 3D Gaussians into C cameras and evaluate their colours.
+
+    Returns ``means2d`` [C, N, 2], ``conics`` [C, N, 3], ``depths`` [C, N], ``radii`` [C, N, 2] int32 (0 where
+    culled), ``opacities`` [C, N] (compensated when ``antialiased``), ``compensations`` [C, N], ``colors``
+    [C, N, D] and ``backend``, all differentiable. ``rasterize_projected`` blends them; between the two, rows
+    may be selected, reordered or moved (distributed training sends each camera's visible Gaussians to the
+    process that renders it), as long as every tensor keeps the same [C, M] layout.
+    """
+    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree)
+    backend = resolve_backend("rasterize", means.device, backend)
+    stages = _stages(backend)
+    proj = stages.project_gaussians(
+        means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, antialiased
+    )
+    if sh_degree is not None:
+        colors = stages.sh_to_color(colors, means, viewmats, sh_degree)
+    elif colors.dim() == 2:
+        colors = colors[None].expand(viewmats.shape[0], -1, -1)
+    return {**proj, "colors": colors, "backend": backend}
+
+
+def rasterize_projected(
+    projected: dict[str, Any],  # project()'s output (means2d, conics, colors, opacities, depths, radii)
+    width: int,
+    height: int,
+    *,
+    max_alpha: float = 0.99,
+    tile_size: int = 16,
+    background: torch.Tensor | None = None,  # [D] or [C, D] (colour channels only)
+    mode: str = "rgb",
+    absgrad: bool = False,
+    backend: str | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
+    """The second half of ``rasterize``: bin projected Gaussians into tiles and alpha-blend them.
+
+    ``projected`` holds [C, M, ...] tensors as ``project`` returns them (M need not be the original N).
+    Returns ``(image, alpha, meta)`` exactly as ``rasterize`` does; ``meta["means2d"]`` is
+    ``projected["means2d"]`` with its gradient retained (and ``absgrad`` filled) after backward.
+    """
+    means2d, colors, depths = projected["means2d"], projected["colors"], projected["depths"]
+    _check_blend_options(mode, tile_size, absgrad, colors.shape[-1])
+    backend = resolve_backend("rasterize", means2d.device, backend or projected.get("backend"))
+    stages = _stages(backend)
+    n_cams = means2d.shape[0]
+    absgrad_sums = None
+    if means2d.requires_grad:
+        means2d.retain_grad()
+        if absgrad:
+            absgrad_sums = torch.zeros(means2d.shape[0] * means2d.shape[1], 2, device=means2d.device,
+                                       dtype=torch.float32)
+            means2d.absgrad = absgrad_sums.view(means2d.shape)
+    channels = colors
+    if background is not None:
+        if background.shape not in ((colors.shape[-1],), (1, colors.shape[-1]), (n_cams, colors.shape[-1])):
+            raise ValueError(f"rasterize: background must be [D] or [C, D] with D={colors.shape[-1]}, got"
+                             f" {list(background.shape)}")
+        background = background.to(colors.dtype).expand(n_cams, colors.shape[-1])
+    if mode == "rgb+depth":
+        channels = torch.cat([colors, depths[..., None]], dim=-1)
+        if background is not None:
+            background = torch.cat([background, background.new_zeros(n_cams, 1)], dim=-1)
+
+    isect = reference.intersect_tiles(means2d, projected["radii"], depths, width, height, tile_size)
+    image, alpha = stages.blend_tiles(
+        means2d, projected["conics"], channels.contiguous(), projected["opacities"], isect["flatten_ids"],
+        isect["tile_offsets"], width, height, tile_size, max_alpha, background, absgrad_sums,
+    )
+    meta = {**projected, **isect, "tile_size": tile_size, "width": width, "height": height, "backend": backend}
+    return image, alpha, meta
 
 
 def rasterize(
@@ -98,7 +192,7 @@ def rasterize(
     absgrad: bool = False,
     backend: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, Any]]:
-    """Render N 3D Gaussians into C cameras, differentiably.
+    """Render N 3D Gaussians into C cameras, differentiably: ``project`` then ``rasterize_projected``.
 
     Returns ``(image [C, H, W, D (+1 with depth)], alpha [C, H, W, 1], meta)``. In ``"rgb+depth"`` mode the
     last channel is the accumulated depth sum_i w_i z_i (divide by alpha for gsplat's normalised "ED").
@@ -109,45 +203,10 @@ def rasterize(
     With ``absgrad`` the backward pass also fills ``means2d.absgrad`` [C, N, 2]: per Gaussian, the sum over
     pixels of the absolute per-pixel gradient of its 2D mean (AbsGS; gsplat's ``absgrad``).
     """
-    _check_inputs(means, quats, scales, opacities, colors, viewmats, Ks, sh_degree, mode, tile_size, absgrad)
-    backend = resolve_backend("rasterize", means.device, backend)
-    stages = _stages(backend)
-    n_cams = viewmats.shape[0]
-
-    proj = stages.project_gaussians(
-        means, quats, scales, opacities, viewmats, Ks, width, height, near, far, eps2d, antialiased
-    )
-    means2d = proj["means2d"]
-    absgrad_sums = None
-    if means2d.requires_grad:
-        means2d.retain_grad()
-        if absgrad:
-            absgrad_sums = torch.zeros(means2d.shape[0] * means2d.shape[1], 2, device=means2d.device,
-                                       dtype=torch.float32)
-            means2d.absgrad = absgrad_sums.view(means2d.shape)
-    if sh_degree is not None:
-        colors = stages.sh_to_color(colors, means, viewmats, sh_degree)
-    elif colors.dim() == 2:
-        colors = colors[None].expand(n_cams, -1, -1)
-    channels = colors
-    if background is not None:
-        if background.shape not in ((colors.shape[-1],), (1, colors.shape[-1]), (n_cams, colors.shape[-1])):
-            raise ValueError(f"rasterize: background must be [D] or [C, D] with D={colors.shape[-1]}, got"
-                             f" {list(background.shape)}")
-        background = background.to(colors.dtype).expand(n_cams, colors.shape[-1])
-    if mode == "rgb+depth":
-        channels = torch.cat([colors, proj["depths"][..., None]], dim=-1)
-        if background is not None:
-            background = torch.cat([background, background.new_zeros(n_cams, 1)], dim=-1)
-
-    isect = reference.intersect_tiles(means2d, proj["radii"], proj["depths"], width, height, tile_size)
-    image, alpha = stages.blend_tiles(
-        means2d, proj["conics"], channels.contiguous(), proj["opacities"], isect["flatten_ids"],
-        isect["tile_offsets"], width, height, tile_size, max_alpha, background, absgrad_sums,
-    )
-    meta = {**proj, **isect, "colors": colors, "tile_size": tile_size, "width": width, "height": height,
-            "backend": backend}
-    return image, alpha, meta
+    projected = project(means, quats, scales, opacities, colors, viewmats, Ks, width, height, sh_degree=sh_degree,
+                        near=near, far=far, eps2d=eps2d, antialiased=antialiased, backend=backend)
+    return rasterize_projected(projected, width, height, max_alpha=max_alpha, tile_size=tile_size,
+                               background=background, mode=mode, absgrad=absgrad, backend=projected["backend"])
 
 
 def gaussian_pixel_weights(
