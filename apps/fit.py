@@ -11,8 +11,10 @@ import os
 from pathlib import Path
 
 from recon.apps.options import add_config_arguments, config_from_args
+from recon.apps.sfm import add_sfm_arguments, sfm_options, sfm_scene_for
 from recon.engine.errors import NotBuiltError, ReconError
 
+IMAGE_MODELS = ("gaussians", "nerf")  # models fitted to posed images, which photos or a video can become
 # model -> engine module with ``CONFIG`` (a dataclass type) and ``fit(source, config, run_dir, resume, device)``.
 TRAINERS = {
     "gaussians": "recon.engine.train.gaussians",
@@ -36,7 +38,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit", help="reconstruct a scene folder (or, with --model sdf|occupancy, a mesh or point cloud)",
         description="Fit a model to posed images (3D Gaussians by default) or to a shape file, writing a run "
                     "directory with config, checkpoints, metrics and a log.")
-    p.add_argument("source", help="scene folder, or a .ply/.obj/.xyz shape for --model sdf|occupancy")
+    p.add_argument("source", help="scene folder, a folder of photos or a video (structure from motion runs first, "
+                                  "into <run folder's parent>/<name>_sfm, reused by later fits), or a "
+                                  ".ply/.obj/.xyz shape for --model sdf|occupancy")
     p.add_argument("--model", choices=tuple(TRAINERS), default="gaussians", help="what to fit (default: gaussians)")
     p.add_argument("-o", "--output", help="run directory (default: runs/<scene>-<time>)")
     p.add_argument("--resume", action="store_true",
@@ -48,6 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         module = _trainer(next(k for k, v in TRAINERS.items() if v == model))
         if module is not None:
             add_config_arguments(p.add_argument_group(f"{model.rsplit('.', 1)[-1]} options"), module.CONFIG)
+    add_sfm_arguments(p.add_argument_group("structure-from-motion options (photos or a video, see recon sfm)"))
     p.set_defaults(run=run)
 
 
@@ -80,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = config_from_args(module.CONFIG, args, **({"kind": args.model} if args.model in ("sdf", "occupancy") else {}))
     run_dir = resolve_run_dir(source, args.output, args.resume)
+    if args.model in IMAGE_MODELS:
+        from recon.engine.sfm import source_kind
+
+        if source_kind(source) is not None:
+            source = sfm_scene_for(source, run_dir.parent, sfm_options(args))
     metrics = module.fit(source, config, run_dir, resume=args.resume, device=device)
     print(f"run directory: {run_dir}")
     for key, value in (metrics or {}).items():

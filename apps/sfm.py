@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from recon.apps.options import add_config_arguments, config_from_args
 
@@ -41,3 +42,19 @@ def run(args: argparse.Namespace) -> int:
     report = run_sfm(args.source, args.output, sfm_options(args), verbose=args.verbose)
     print(format_report(report, args.output))
     return 0
+
+
+def sfm_scene_for(source: Path, parent: Path, options) -> Path:
+    """The scene folder ``recon fit`` uses for photos or a video: ``<parent>/<name>_sfm``, made by SfM now
+    unless an earlier run there is current (same source content, same options)."""
+    from recon.engine.sfm import format_report, run_sfm, scene_record, sfm_scene_dir, summary_line
+
+    scene_dir = sfm_scene_dir(source, parent)
+    report = scene_record(scene_dir, source, options)
+    if report is not None:
+        print(f"using the structure-from-motion scene {scene_dir} made earlier: {summary_line(report)}")
+        return scene_dir
+    print(f"{source}: no camera poses; running structure from motion into {scene_dir}")
+    report = run_sfm(source, scene_dir, options)
+    print(format_report(report, scene_dir))
+    return scene_dir

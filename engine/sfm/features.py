@@ -78,7 +78,7 @@ def extract_features(database: Path, image_dir: Path, names: list[str], *, max_i
     options.max_image_size = max_image_size
     options.num_threads = -1
     chunk = max(4, 2 * (os.cpu_count() or 1))
-    with tqdm(total=len(names), initial=len(names) - len(todo), desc="features", unit="image",
+    with tqdm(total=len(names), initial=len(names) - len(todo), desc="features", unit="image", leave=False,
               disable=not progress) as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]

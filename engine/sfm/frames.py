@@ -12,10 +12,14 @@ upright), and frame times come from the stream's frame rate. Frames are written 
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import re
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -89,18 +93,31 @@ def probe_video(path: Path) -> VideoInfo:
     import imageio_ffmpeg
 
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        reader.close()
+        with _rotation_warning_quiet():
+            reader = imageio_ffmpeg.read_frames(str(path))
+            meta = next(reader)
+            reader.close()
         frame_count, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
     except (OSError, RuntimeError, StopIteration, ValueError, IndexError) as exc:
         raise ReconError(f"{path}: cannot decode the video ({_first_line(exc)})") from None
     if frame_count <= 0:
         raise ReconError(f"{path}: the video has no frames")
     width, height = meta["size"]
-    return VideoInfo(width=int(width), height=int(height), rotation=int(meta.get("rotate", 0)),
+    return VideoInfo(width=int(width), height=int(height), rotation=stream_rotation(path),
                      fps=float(meta.get("fps") or 0.0), frame_count=int(frame_count),
                      duration=float(meta.get("duration") or 0.0))
+
+
+def stream_rotation(path: Path) -> int:
+    """The rotation in degrees [0, 360) that the video's metadata asks for (display matrix or ``rotate`` tag),
+    as ffmpeg reports it; ffmpeg applies it while decoding."""
+    import imageio_ffmpeg
+
+    result = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-hide_banner", "-i", str(path)],
+                            capture_output=True, text=True, errors="replace")
+    match = re.search(r"rotation of (-?[\d.]+) degrees", result.stderr) or re.search(r"rotate\s*:\s*(-?\d+)",
+                                                                                     result.stderr)
+    return round(float(match.group(1))) % 360 if match else 0
 
 
 def extract_frames(path: Path, out_dir: Path, target: int, *, drop_ratio: float = DROP_RATIO,
@@ -128,12 +145,11 @@ def extract_frames(path: Path, out_dir: Path, target: int, *, drop_ratio: float 
             Image.fromarray(best[2]).save(target_path, quality=JPEG_QUALITY)
             written[best[1]] = target_path
 
-    # imageio-ffmpeg warns that the output size differs from the stored one for every rotated video.
-    logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
     try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        next(reader)
-        with tqdm(total=info.frame_count, desc="frames", unit="frame", disable=not progress) as bar:
+        with _rotation_warning_quiet():
+            reader = imageio_ffmpeg.read_frames(str(path))
+            next(reader)
+        with tqdm(total=info.frame_count, desc="frames", unit="frame", leave=False, disable=not progress) as bar:
             for index, data in enumerate(reader):
                 frame = np.frombuffer(data, dtype=np.uint8).reshape(info.height, info.width, 3)
                 scores.append(laplacian_variance(frame))
@@ -154,6 +170,19 @@ def extract_frames(path: Path, out_dir: Path, target: int, *, drop_ratio: float 
     times = [index / info.fps if info.fps > 0 else None for index in kept]
     frames = [KeptFrame(name=written[i].name, index=i, time=t, sharpness=scores[i]) for i, t in zip(kept, times)]
     return info, frames, dropped
+
+
+@contextlib.contextmanager
+def _rotation_warning_quiet() -> Iterator[None]:
+    """Silence imageio-ffmpeg's warning that the decoded size differs from the stored one (every rotated
+    video: ffmpeg turns the frames upright)."""
+    logger = logging.getLogger("imageio_ffmpeg")
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _first_line(exc: BaseException) -> str:

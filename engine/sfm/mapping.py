@@ -20,7 +20,7 @@ def map_images(database: Path, image_dir: Path, work_dir: Path, mapper: str, ima
     scratch = work_dir / "mapping"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    with tqdm(total=image_count, desc="mapping", unit="image", disable=not progress) as bar:
+    with tqdm(total=image_count, desc="mapping", unit="image", leave=False, disable=not progress) as bar:
         if mapper == "incremental":
             options = pycolmap.IncrementalPipelineOptions()
             options.num_threads = -1

@@ -53,7 +53,7 @@ def match_images(database: Path, names: list[str], matcher: str, work_dir: Path,
     pair_list = work_dir / "pairs.txt"
     matching = pycolmap.FeatureMatchingOptions()
     matching.num_threads = -1
-    with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="matching", unit="pair",
+    with tqdm(total=len(pairs), initial=len(pairs) - len(todo), desc="matching", unit="pair", leave=False,
               disable=not progress) as bar:
         for start in range(0, len(todo), chunk):
             part = todo[start:start + chunk]

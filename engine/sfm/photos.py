@@ -79,7 +79,7 @@ def intake_photos(folder: Path, out_dir: Path, *, progress: bool = True) -> tupl
     photos: list[Photo] = []
     skipped: list[str] = []
     taken: set[str] = set()
-    for path in tqdm(files, desc="photos", unit="image", disable=not progress):
+    for path in tqdm(files, desc="photos", unit="image", leave=False, disable=not progress):
         if path.suffix.lower() not in IMAGE_SUFFIXES:
             skipped.append(f"{path.name} (not a supported image)")
             continue

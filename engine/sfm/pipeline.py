@@ -114,7 +114,10 @@ def run_sfm(source: str | Path, out: str | Path, options: SfmOptions = SfmOption
             cameras=[{"model": c.model_name, "width": int(c.width), "height": int(c.height),
                       "params": [float(v) for v in c.params]} for _, c in sorted(best.cameras.items())],
             matcher=matcher, pairs=pairs, mapper=options.mapper,
-            models=[int(m.num_reg_images()) for m in reconstructions], sift_device=_device_name(),
+            models=[int(m.num_reg_images()) for m in reconstructions],
+            only_in_other_models=sorted({m.images[i].name for m in reconstructions[1:] for i in m.reg_image_ids()}
+                                        - set(registered)),
+            sift_device=_device_name(),
             stages={**state.get("stages", {}), **timer.stages}, video=state.get("video"))
         write_record(partial, report, fingerprint, asdict(options))
         (partial / STATE_NAME).unlink()

@@ -23,7 +23,8 @@ class SfmReport:
     ``images`` are the names given to SfM (in name order), ``registered`` those with a pose in the kept
     model, ``skipped`` the input files left out (with the reason). ``models`` lists the registered-image
     count of every model the mapper made, largest (kept) first. ``cameras`` are the kept model's cameras as
-    ``{"model", "width", "height", "params"}``; ``stages`` maps a stage name to ``{"wall_s", "cpu_s"}``;
+    ``{"model", "width", "height", "params"}``; ``only_in_other_models`` names the images registered only in
+    models other than the kept one; ``stages`` maps a stage name to ``{"wall_s", "cpu_s"}``;
     ``video`` says how the frames were chosen (None for photos).
     """
 
@@ -39,6 +40,7 @@ class SfmReport:
     pairs: int
     mapper: str
     models: list[int]
+    only_in_other_models: list[str]
     sift_device: str
     stages: dict[str, dict] = field(default_factory=dict)
     video: dict | None = None
@@ -114,8 +116,9 @@ def format_report(report: SfmReport, out: Path | str) -> str:
     ]
     mapping = f"{report.mapper}"
     if len(report.models) > 1:
-        mapping += (f"; {len(report.models)} models ({', '.join(map(str, report.models))} images), "
-                    "kept the largest")
+        mapping += (f"; {len(report.models)} models ({', '.join(map(str, report.models))} images), kept the largest"
+                    + (f"; only in the others: {_names(report.only_in_other_models)}" if report.only_in_other_models
+                       else ", which holds every image the others do"))
     rows.append(("mapping", mapping))
     rows.append(("time per stage", ", ".join(f"{name} {t['wall_s']:.1f} s (CPU {t['cpu_s']:.1f} s)"
                                              for name, t in report.stages.items())))
