@@ -128,8 +128,10 @@ def test_demo_video_fit_end_to_end(tmp_path, monkeypatch, capsys):
     assert len(runs) == 1 and (runs[0] / "metrics.json").is_file()
     assert json.loads((runs[0] / "config.json").read_text())["source"] == "runs/clip_sfm"
 
-    assert main(["info", "clip.mp4"]) == 0
+    assert main(["info", "clip.mp4", "--frames", str(target)]) == 0
     assert "made earlier and current" in capsys.readouterr().out
+    assert main(["info", "clip.mp4"]) == 0  # --frames 200: that scene would not do
+    assert "made from other options" in capsys.readouterr().out
     assert main(argv[:-6] + ["--steps", "2", "--init-points", "200", "-o", "runs/again"]) == 0
     assert "using the structure-from-motion scene runs/clip_sfm made earlier" in capsys.readouterr().out
 

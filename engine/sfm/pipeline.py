@@ -97,7 +97,13 @@ def run_sfm(source: str | Path, out: str | Path, options: SfmOptions = SfmOption
         with timer("matching"):
             pairs = match_images(database, usable, matcher, partial, progress=progress)
         with timer("mapping"):
-            reconstructions = map_images(database, image_dir, partial, options.mapper, len(usable), progress=progress)
+            try:
+                reconstructions = map_images(database, image_dir, partial, options.mapper, len(usable),
+                                             progress=progress)
+            except (RuntimeError, ValueError) as exc:  # pycolmap's failed checks
+                reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+                raise ReconError(f"{source}: {options.mapper} mapping failed ({reason}); try "
+                                 f"{_advice(kind, matcher, options.mapper)}") from None
         best = reconstructions[0] if reconstructions else None
         registered = sorted(best.images[i].name for i in best.reg_image_ids()) if best is not None else []
         if len(registered) < max(MIN_IMAGES, math.ceil(len(names) / 2)):

@@ -6,7 +6,7 @@ from pathlib import Path
 from recon.engine.sfm.features import camera_model_for
 from recon.engine.sfm.pairs import choose_matcher
 from recon.engine.sfm.pipeline import SfmOptions, scene_record
-from recon.engine.sfm.report import summary_line
+from recon.engine.sfm.report import read_record, summary_line
 from recon.engine.sfm.source import IMAGE_SUFFIXES, photo_folder, source_kind
 
 
@@ -36,6 +36,9 @@ def describe_sfm_source(source: Path, scene_dir: Path, options: SfmOptions = Sfm
         rows.append(("sfm scene", f"{scene_dir}, made earlier and current: {summary_line(report)}; "
                                   "recon fit uses it as it is"))
     else:
+        if read_record(scene_dir) is not None:
+            rows.append(("sfm scene", f"{scene_dir} was made from other options or an earlier state of the source; "
+                                      "recon fit redoes it"))
         matcher = choose_matcher(options.matcher, kind, count)
         rows.append(("recon fit", f"first runs structure from motion into {scene_dir}: {intake}{matcher} matching, "
                                   f"{options.mapper} mapping, camera model {camera_model_for(options.camera_model, count)} "
