@@ -29,7 +29,7 @@ def kmeans(points: np.ndarray, k: int, rng: np.random.Generator, iterations: int
     return centres
 
 
-def nearest_word(points: np.ndarray, centres: np.ndarray, batch: int = 65_536) -> np.ndarray:
+def nearest_word(points: np.ndarray, centres: np.ndarray, batch: int = 16_384) -> np.ndarray:
     """Index [N] of the nearest centre (Euclidean) of each point [N, D]."""
     half_norms = 0.5 * (centres * centres).sum(1)
     return np.concatenate([np.argmax(points[i:i + batch] @ centres.T - half_norms, axis=1)
