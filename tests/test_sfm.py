@@ -187,3 +187,44 @@ def test_info_and_help_describe_sfm(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         main(["fit", "--help"])
     assert "--matcher" in capsys.readouterr().out
+
+
+def test_mixed_sizes_get_one_camera_each_with_exif_priors(tmp_path, seed):
+    """Cameras are made per (size, focal prior): two sizes, and one size with and without an EXIF focal length."""
+    import pycolmap
+
+    from recon.engine.sfm.features import import_cameras
+    from recon.engine.sfm.photos import Photo
+
+    rng = np.random.default_rng(seed)
+    photos = [Photo("a.jpg", 64, 48, 60.0, "a"), Photo("b.jpg", 64, 48, 60.0, "b"), Photo("c.jpg", 48, 64, None, "c"),
+              Photo("d.jpg", 64, 48, None, "d")]
+    for photo in photos:
+        Image.fromarray(rng.uniform(0, 255, (photo.height, photo.width, 3)).astype(np.uint8)).save(tmp_path / photo.name)
+    database = tmp_path / "database.db"
+    pycolmap.Database.open(database).close()
+    import_cameras(database, tmp_path, photos, "auto")
+    import_cameras(database, tmp_path, photos, "auto")  # a rerun adds nothing
+    db = pycolmap.Database.open(database)
+    cameras = {c.camera_id: c for c in db.read_all_cameras()}
+    by_name = {im.name: cameras[im.camera_id] for im in db.read_all_images()}
+    db.close()
+    assert len(cameras) == 3 and len(by_name) == 4
+    assert by_name["a.jpg"].camera_id == by_name["b.jpg"].camera_id
+    assert by_name["a.jpg"].model_name == "SIMPLE_RADIAL" and by_name["a.jpg"].has_prior_focal_length
+    assert by_name["a.jpg"].focal_length == pytest.approx(60.0)
+    assert (by_name["c.jpg"].width, by_name["c.jpg"].height) == (48, 64) and not by_name["c.jpg"].has_prior_focal_length
+    assert by_name["d.jpg"].camera_id not in (by_name["a.jpg"].camera_id, by_name["c.jpg"].camera_id)
+
+
+def test_unrelated_images_do_not_register(tmp_path, capsys, seed):
+    """Photos of nothing in common: a one-line error with what to try; no scene, the features kept for a rerun."""
+    rng = np.random.default_rng(seed)
+    photos = tmp_path / "noise"
+    photos.mkdir()
+    for i in range(5):
+        Image.fromarray(rng.uniform(0, 255, (60, 80, 3)).astype(np.uint8)).save(photos / f"{i}.png")
+    assert main(["sfm", str(photos), "-o", str(tmp_path / "scene")]) == 2
+    line = _one_error_line(capsys)
+    assert "only 0 of 5 images registered" in line and "--mapper global" in line and "rerun resumes" in line
+    assert not (tmp_path / "scene").exists() and (tmp_path / ".scene.partial" / "database.db").is_file()
