@@ -16,7 +16,6 @@ import math
 
 import numpy as np
 
-from recon.engine.render.paths import look_at
 from recon.engine.scene.camera import Camera
 from recon.engine.scene.demo import (CAMERA_DISTANCE, VIEWS_PER_BATCH, blender_camera, camera_angle_x, demo_geometry,
                                      look_at_origin, render_views)
@@ -41,8 +40,9 @@ def orbit_cameras(frames: int, resolution: int, seed: int = 0) -> list[Camera]:
         position = distance * np.array([math.cos(elevation) * math.cos(azimuth),
                                         math.cos(elevation) * math.sin(azimuth), math.sin(elevation)])
         aim = AIM_WANDER * np.array([math.sin(5.0 * azimuth), math.cos(4.0 * azimuth), 0.5 * math.sin(7.0 * azimuth)])
-        camera = blender_camera(look_at_origin(position), angle_x, resolution)
-        cameras.append(camera.with_pose(look_at(position, aim, np.array([0.0, 0.0, 1.0]))))
+        c2w = look_at_origin(position - aim)  # looking from position - aim at the origin, then moved by aim
+        c2w[:3, 3] += aim
+        cameras.append(blender_camera(c2w, angle_x, resolution))
     return cameras
 
 
