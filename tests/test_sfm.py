@@ -94,6 +94,12 @@ def test_plush_photos_match_colmap_and_resume(tmp_path, monkeypatch, capsys):
     # The shipped model's focal length (827.06 px at 1008x756), halved.
     assert camera.fx == pytest.approx(827.06 / PLUSH_SHRINK, rel=0.02)
 
+    # Another mapper on the same scene starts from its features and matches.
+    assert main(["sfm", str(photos), "-o", str(out), "--mapper", "global"]) == 0
+    assert calls == {"extract": 0, "match": 0}
+    report = json.loads((out / "sfm.json").read_text())["report"]
+    assert report["mapper"] == "global" and len(report["registered"]) >= 0.9 * count
+
 
 @pytest.mark.slow
 def test_demo_video_fit_end_to_end(tmp_path, monkeypatch, capsys):

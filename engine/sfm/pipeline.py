@@ -8,6 +8,8 @@ Everything is built in ``.<out>.partial`` beside ``out`` and renamed onto ``out`
 run leaves no half-written scene. A rerun with the same source and feature options resumes from that
 folder: intake is not repeated, and COLMAP skips the features and pairs its database already holds.
 Bad input removes the partial folder again; a mapping failure keeps it (its features serve the next try).
+Rerunning into an earlier result of the same source and feature options (another ``--matcher`` or
+``--mapper``) starts from that result's images and database in the same way.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -75,10 +78,10 @@ def run_sfm(source: str | Path, out: str | Path, options: SfmOptions = SfmOption
     partial = target.parent / f".{target.name}.partial"
     timer = StageTimer()
     with colmap_logging(verbose):
-        state = _resumable_state(partial, key)
+        state = _resumable_state(partial, key) or _earlier_result(target, partial, key)
         if state is None:
-            state = _intake(source, kind, partial, options, timer, progress)
-            write_json_atomic(partial / STATE_NAME, {"key": key, **state})
+            state = {"key": key, **_intake(source, kind, partial, options, timer, progress)}
+            write_json_atomic(partial / STATE_NAME, state)
         photos = [Photo(**p) for p in state["photos"]]
         database = partial / "database.db"
         image_dir = partial / "images"
@@ -125,7 +128,7 @@ def run_sfm(source: str | Path, out: str | Path, options: SfmOptions = SfmOption
                                         - set(registered)),
             sift_device=_device_name(),
             stages={**state.get("stages", {}), **timer.stages}, video=state.get("video"))
-        write_record(partial, report, fingerprint, asdict(options))
+        write_record(partial, report, fingerprint, asdict(options), intake=state)
         (partial / STATE_NAME).unlink()
     replace_folder(partial, target)
     return report
@@ -193,6 +196,29 @@ def _resumable_state(partial: Path, key: dict) -> dict | None:
         pass
     shutil.rmtree(partial, ignore_errors=True)
     return None
+
+
+def _earlier_result(target: Path, partial: Path, key: dict) -> dict | None:
+    """Seed ``partial`` from an earlier result in ``target`` made from the same source with the same feature
+    options (its images, hard-linked where possible, and its database: features and matched pairs are
+    reused when only the matcher or mapper changed); returns its intake state, or None."""
+    record = read_record(target)
+    state = record.get("intake") if record else None
+    if not state or state.get("key") != key or not (target / "database.db").is_file():
+        return None
+    shutil.rmtree(partial, ignore_errors=True)
+    partial.mkdir(parents=True)
+    shutil.copytree(target / "images", partial / "images", copy_function=_link_or_copy)
+    shutil.copy2(target / "database.db", partial / "database.db")
+    write_json_atomic(partial / STATE_NAME, state)
+    return state
+
+
+def _link_or_copy(source: str, destination: str) -> None:
+    try:
+        os.link(source, destination)
+    except OSError:
+        shutil.copy2(source, destination)
 
 
 def _intake(source: Path, kind: SourceKind, partial: Path, options: SfmOptions, timer: StageTimer,

@@ -57,12 +57,13 @@ def report_from_dict(data: dict) -> SfmReport:
     return SfmReport(**data)
 
 
-def write_record(folder: Path, report: SfmReport, fingerprint: dict, options: dict) -> None:
-    """Write ``sfm.json`` (report, the source's fingerprint, the options) into ``folder``."""
+def write_record(folder: Path, report: SfmReport, fingerprint: dict, options: dict, intake: dict) -> None:
+    """Write ``sfm.json`` into ``folder``: the report, the source's fingerprint, the options and the intake
+    state (what a later run with other matching or mapping options starts from)."""
     from recon.engine.io.atomic import write_json_atomic
 
     write_json_atomic(folder / RECORD_NAME, {"report": asdict(report), "fingerprint": fingerprint,
-                                             "options": options})
+                                             "options": options, "intake": intake})
 
 
 def read_record(folder: Path) -> dict | None:
