@@ -39,6 +39,7 @@ setup(
         "imageio>=2.30",
         "imageio-ffmpeg",
         "tqdm",
+        "pycolmap>=4.2,<4.3",  # structure from motion (recon sfm); CPU wheels, no COLMAP binary needed
     ],
     extras_require={
         "cuda": ["pycuda"],

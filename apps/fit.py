@@ -15,8 +15,10 @@ import sys
 from pathlib import Path
 
 from recon.apps.options import add_config_arguments, config_from_args
+from recon.apps.sfm import add_sfm_arguments, sfm_options, sfm_scene_for
 from recon.engine.errors import NotBuiltError, ReconError
 
+IMAGE_MODELS = ("gaussians", "nerf")  # models fitted to posed images, which photos or a video can become
 # model -> engine module with ``CONFIG`` (a dataclass type) and ``fit(source, config, run_dir, resume, device)``.
 TRAINERS = {
     "gaussians": "recon.engine.train.gaussians",
@@ -40,7 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "fit", help="reconstruct a scene folder (or, with --model sdf|occupancy, a mesh or point cloud)",
         description="Fit a model to posed images (3D Gaussians by default) or to a shape file, writing a run "
                     "directory with config, checkpoints, metrics and a log.")
-    p.add_argument("source", help="scene folder, or a .ply/.obj/.xyz shape for --model sdf|occupancy")
+    p.add_argument("source", help="scene folder, a folder of photos or a video (structure from motion runs first, "
+                                  "into <run folder's parent>/<name>_sfm, reused by later fits), or a "
+                                  ".ply/.obj/.xyz shape for --model sdf|occupancy")
     p.add_argument("--model", choices=tuple(TRAINERS), default="gaussians", help="what to fit (default: gaussians)")
     p.add_argument("-o", "--output", help="run directory (default: runs/<scene>-<time>)")
     p.add_argument("--resume", action="store_true",
@@ -55,6 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         module = _trainer(next(k for k, v in TRAINERS.items() if v == model))
         if module is not None:
             add_config_arguments(p.add_argument_group(f"{model.rsplit('.', 1)[-1]} options"), module.CONFIG)
+    add_sfm_arguments(p.add_argument_group("structure-from-motion options (photos or a video, see recon sfm)"))
     p.set_defaults(run=run)
 
 
@@ -104,6 +109,17 @@ def _launch(args: argparse.Namespace, source: Path) -> int:
     return 0
 
 
+def _posed_scene(args: argparse.Namespace, source: Path, run_dir: Path) -> Path:
+    """``source``, or for photos or a video fitted by an image model, the scene SfM makes of them next to the run
+    (``<run folder's parent>/<name>_sfm``, reused while the source and the SfM options are unchanged)."""
+    if args.model in IMAGE_MODELS:
+        from recon.engine.sfm import source_kind
+
+        if source_kind(source) is not None:
+            return sfm_scene_for(source, run_dir.parent, sfm_options(args))
+    return source
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
@@ -129,11 +145,13 @@ def run(args: argparse.Namespace) -> int:
         if config.batch_size < args.gpus:
             raise ReconError(f"--gpus {args.gpus} needs --batch-size of at least {args.gpus} (each process renders"
                              f" views of every batch), got {config.batch_size}")
+        _posed_scene(args, source, resolve_run_dir(source, args.output, args.resume))  # SfM once, before the processes
         return _launch(args, source)
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     group = distributed.init_from_env(device)
     try:
         run_dir = distributed.broadcast_object(resolve_run_dir(source, args.output, args.resume), group)
+        source = distributed.broadcast_object(_posed_scene(args, source, run_dir) if group.is_main else None, group)
         metrics = module.fit(source, config, run_dir, resume=args.resume, device=group.device)
     finally:
         distributed.shutdown()

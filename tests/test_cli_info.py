@@ -77,7 +77,9 @@ def inf_pose_json(root: Path) -> None:
 
 
 def no_format(root: Path) -> None:
-    write_image(root / "images" / "a.png", 4, 4)
+    """Neither a scene nor photos (a folder of photos is for structure from motion: tests/test_sfm.py)."""
+    root.mkdir(parents=True)
+    (root / "notes.txt").write_text("not a scene\n")
 
 
 def no_images_left(root: Path) -> None:

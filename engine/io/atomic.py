@@ -34,6 +34,24 @@ def atomic_path(target: str | os.PathLike, suffix: str | None = None) -> Iterato
         raise
 
 
+def replace_folder(build: Path, out: Path) -> None:
+    """Move the finished ``build`` folder (a sibling of ``out``) onto ``out``: an empty ``out`` (perhaps the
+    current folder) keeps its inode and receives the entries; a non-empty one (an earlier result) is swapped
+    out whole, then removed."""
+    if not out.exists():
+        os.replace(build, out)
+        return
+    if not any(out.iterdir()):
+        for entry in sorted(build.iterdir()):
+            os.replace(entry, out / entry.name)
+        build.rmdir()
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+    os.replace(out, old / "scene")
+    os.replace(build, out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``target`` atomically."""
     with atomic_path(target) as tmp:

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from recon.engine.errors import ReconError
-from recon.engine.io.atomic import write_json_atomic
+from recon.engine.io.atomic import replace_folder, write_json_atomic
 from recon.engine.io.images import write_image
 from recon.engine.scene.camera import Camera, opengl_to_opencv
 from recon.engine.io.mesh import write_mesh
@@ -268,28 +268,11 @@ def write_demo_scene(out: str | os.PathLike, *, seed: int = 0, views: int = 64, 
     try:
         with _one_torch_thread():
             _write_scene_files(build, seed=seed, views=views, resolution=resolution, supersample=supersample)
-        _replace_folder(build, target)
+        replace_folder(build, target)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
         raise
     return out
-
-
-def _replace_folder(build: Path, out: Path) -> None:
-    """Move the finished ``build`` folder onto ``out``: an empty ``out`` (perhaps the current folder) keeps
-    its inode and receives the entries; an earlier scene is swapped out whole, then removed."""
-    if not out.exists():
-        os.replace(build, out)
-        return
-    if not any(out.iterdir()):
-        for entry in sorted(build.iterdir()):
-            os.replace(entry, out / entry.name)
-        build.rmdir()
-        return
-    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-    os.replace(out, old / "scene")
-    os.replace(build, out)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def _write_scene_files(root: Path, *, seed: int, views: int, resolution: int, supersample: int) -> None:

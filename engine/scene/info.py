@@ -6,10 +6,12 @@ from collections import Counter
 import numpy as np
 
 from recon.engine.scene.scene import Scene
+from recon.engine.sfm.report import read_record, report_from_dict, summary_line
 
 
 def describe_scene(scene: Scene) -> str:
-    """Format, images per split, resolutions, camera models and intrinsics, points, bounds and normalisation.
+    """Format, images per split, resolutions, camera models and intrinsics, points, bounds, normalisation and,
+    for a scene made by ``recon sfm``, how it went.
 
     Bounds are given in the data's original coordinates (the scene itself may be normalised).
     """
@@ -33,6 +35,10 @@ def describe_scene(scene: Scene) -> str:
         rows.append(("scene box", _bounds(norm.to_original(scene.aabb)) + "  (original coordinates)"))
     rows.append(("normalisation", f"centre ({', '.join(f'{v:.4g}' for v in norm.center)}), "
                                   f"scale {norm.scale:.4g}  (x_normalised = (x - centre) * scale)"))
+    record = read_record(scene.root)
+    if record is not None:
+        report = report_from_dict(record["report"])
+        rows.append(("made by", f"recon sfm from {report.source}: {summary_line(report)}"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)
 
