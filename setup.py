@@ -39,6 +39,7 @@ setup(
         "imageio>=2.30",
         "imageio-ffmpeg",
         "tqdm",
+        "viser>=1.0",  # the browser viewer (recon view, recon fit --view)
     ],
     extras_require={
         "cuda": ["pycuda"],
