@@ -11,7 +11,7 @@ import sys
 from recon import __version__
 from recon.engine.errors import ReconError
 
-SUBCOMMANDS = ("fit", "render", "export", "edit", "smpl", "info", "demo_scene")
+SUBCOMMANDS = ("fit", "render", "view", "export", "edit", "smpl", "info", "demo_scene")
 
 
 def build_parser() -> argparse.ArgumentParser:
