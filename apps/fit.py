@@ -44,6 +44,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.add_argument("--backend", choices=("torch", "triton", "cuda"), default=None,
                    help="kernel backend (default: per kernel and device; same as RECON_BACKEND)")
+    p.add_argument("--view", action="store_true",
+                   help="serve the browser viewer while fitting (URL printed; see `recon view`); training keeps "
+                        "its speed while no browser is connected")
+    p.add_argument("--view-port", type=int, default=8080, help="port of the --view viewer (default 8080)")
+    p.add_argument("--view-host", default="127.0.0.1", help="address of the --view viewer (default 127.0.0.1)")
     for model in dict.fromkeys(TRAINERS.values()):
         module = _trainer(next(k for k, v in TRAINERS.items() if v == model))
         if module is not None:
@@ -80,9 +85,28 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     config = config_from_args(module.CONFIG, args, **({"kind": args.model} if args.model in ("sdf", "occupancy") else {}))
     run_dir = resolve_run_dir(source, args.output, args.resume)
-    metrics = module.fit(source, config, run_dir, resume=args.resume, device=device)
+    if args.view:
+        metrics = _fit_with_viewer(module, source, config, run_dir, args, device)
+    else:
+        metrics = module.fit(source, config, run_dir, resume=args.resume, device=device)
     print(f"run directory: {run_dir}")
     for key, value in (metrics or {}).items():
         if isinstance(value, (int, float)):
             print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     return 0
+
+
+def _fit_with_viewer(module, source: Path, config, run_dir: Path, args: argparse.Namespace, device) -> dict:
+    """``module.fit`` with the live browser viewer fed by its ``on_step`` hook; the viewer stops with the fit."""
+    from recon.engine.viewer.live import LiveView, training_target
+    from recon.engine.viewer.server import Viewer
+
+    target = training_target(source, args.model, getattr(config, "downscale", 1), getattr(config, "test_every", 8),
+                             run_dir)
+    viewer = Viewer(target, host=args.view_host, port=args.view_port)
+    print(f"recon fit: viewer at {viewer.start()} (stops when the fit ends; then `recon view {run_dir}`)", flush=True)
+    live = LiveView(viewer, config.steps)
+    try:
+        return module.fit(source, config, run_dir, resume=args.resume, device=device, on_step=live.on_step)
+    finally:
+        viewer.stop()

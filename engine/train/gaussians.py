@@ -11,7 +11,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -163,7 +163,7 @@ def _restore(state: dict[str, Any], config: GaussianFitConfig, device: torch.dev
 
 # ----------------------------------------------------------------------------- the loop
 def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
-        device: torch.device) -> dict[str, Any]:
+        device: torch.device, on_step: Callable[[int, Any, torch.Tensor], None] | None = None) -> dict[str, Any]:
     """Fit 3D Gaussians to the scene at ``source``; writes ``run_dir`` and returns the metrics."""
     from tqdm import tqdm
 
@@ -220,6 +220,8 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
         optimizer.zero_grad(set_to_none=True)
         strategy.step_post_optimizer(model.params, optimizer, step, extent, generator, means_lr=means_lr)
         done = step + 1
+        if on_step is not None:  # e.g. the live viewer of `recon fit --view`
+            on_step(done, model, loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{psnr(image[0].detach(), target).item():.2f}",
                             n=model.num_gaussians)
