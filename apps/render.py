@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
+from recon.apps.options import add_device_options, select_device
 from recon.engine.errors import ReconError
 
 
@@ -25,22 +25,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", help="MP4 file, or a folder (ending in /) for PNGs "
                                           "(default: <run>/renders/<path>.mp4, or <ply>_<path>.mp4)")
     p.add_argument("--depth", action="store_true", help="also write a depth video (<out>_depth.mp4 / depth_*.png)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--backend", choices=("torch", "triton", "cuda"), default=None, help="kernel backend")
+    add_device_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from recon.engine.io.video import is_folder_target, write_png_folder, write_video
     from recon.engine.render import render_frames
     from recon.engine.render.path_file import is_path_file, read_camera_path
     from recon.engine.render.paths import camera_path
 
-    if args.backend:
-        os.environ["RECON_BACKEND"] = args.backend
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = select_device(args)
     source = Path(args.run_dir)
     loaded, default_out = _load(source, args.scene, device, needs_cameras=not is_path_file(args.path))
     model, fps = loaded.model, args.fps

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 from pathlib import Path
+
+from recon.apps.options import add_device_options, select_device
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,20 +23,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "to the network)")
     p.add_argument("--save-dir", help="where 'Save view and path' writes (default: <run>/views, else ./views)")
     p.add_argument("--max-resolution", type=int, default=1280, help="longest side of full-size renders (default 1280)")
-    p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
-    p.add_argument("--backend", choices=("torch", "triton", "cuda"), default=None, help="kernel backend")
+    add_device_options(p)
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from recon.engine.viewer.server import Viewer
     from recon.engine.viewer.target import open_target
 
-    if args.backend:
-        os.environ["RECON_BACKEND"] = args.backend
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = select_device(args)
     target = open_target(Path(args.target), device, args.scene)
     viewer = Viewer(target, host=args.host, port=args.port, save_dir=args.save_dir, max_side=args.max_resolution)
     url = viewer.start()

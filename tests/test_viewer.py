@@ -7,7 +7,6 @@ import json
 import math
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import replace
 from pathlib import Path
@@ -30,7 +29,7 @@ from recon.engine.viewer.live import LiveView
 from recon.engine.viewer.progressive import Progressive
 from recon.engine.viewer.server import Viewer
 from recon.engine.viewer.target import ViewTarget
-from recon.engine.viewer.viewpoint import Pose, camera_from_pose, pose_from_camera
+from recon.engine.viewer.viewpoint import camera_from_pose, pose_from_camera
 
 
 def camera(width: int = 40, height: int = 30, eye=(2.0, 0.5, 0.8)) -> Camera:
@@ -319,3 +318,20 @@ def test_view_serves_the_page_and_stops_on_sigterm(tmp_path):
         proc.terminate()
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0 and "stopped" in out, err
+
+
+def test_field_runs_render_in_the_viewer(tmp_path):
+    """An SDF model (no cameras, no tile mode) renders through the same tab machinery: a grey sphere."""
+    from recon.engine.models.sdf import FieldArchitecture, FieldModel
+
+    model = FieldModel(FieldArchitecture(hidden=32, layers=2, frequencies=2)).eval()
+    assert "Gaussians per tile" not in modes.modes_for("sdf")
+    source = RenderSource(model=model, kind="sdf", train=[], test=[], normalization=Normalization())
+    viewer = Viewer(ViewTarget(source, "sdf", None, tmp_path), still_after=0.0)
+    viewer.status = SimpleNamespace(content="")
+    viewer.mode = "depth"
+    client = FakeClient(9, camera(24, 18, eye=(2.5, 0.0, 0.0)))
+    viewer._connect(client)
+    assert viewer.render_pending()
+    image = client.images[-1][0]
+    assert image[9, 12].mean() > 100 and image[0, 0].mean() == 0  # the sphere's centre is near, the corner empty

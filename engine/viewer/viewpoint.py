@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from recon.engine.render.path_file import camera_from_fov
-from recon.engine.render.paths import look_at, look_target, mean_up
+from recon.engine.render.paths import look_target, mean_up
 from recon.engine.scene.camera import Camera
 
 
@@ -75,7 +75,3 @@ def home_view(cameras: list[Camera], points: np.ndarray | None, up: np.ndarray |
     position = center + 2.5 * extent * (side + 0.3 * up) / np.linalg.norm(side + 0.3 * up)
     return HomeView(position=position, look_at=center, up=up, fov=math.radians(50.0))
 
-
-def home_camera(view: HomeView, width: int, height: int) -> Camera:
-    """The camera of ``view`` at a given image size (the browser's first frame, before it reports its own)."""
-    return camera_from_fov(look_at(view.position, view.look_at, view.up), view.fov, width, height)
