@@ -1,11 +1,11 @@
 """Web splat formats against the INRIA 3DGS PLY: file size and render round trip (export, import, render).
 
     .venv/bin/python bench/web_formats.py --tiny                 # a random blob of 3000 Gaussians (SH degree 3)
-    .venv/bin/python bench/web_formats.py runs/x                 # a fitted Gaussian run, its test cameras
+    .venv/bin/python bench/web_formats.py runs/x                 # a fitted Gaussian run, all its cameras
 
 For each format the run is written in the data's own coordinates, read back into the run's normalisation and
-rendered at every test camera (train cameras when it has none); PSNR is against the original model's renders
-of the same cameras, over all of them at once.
+rendered at every camera of the run (train and test); PSNR is against the original model's renders of the same
+cameras, over all of them at once.
 """
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def run_source(run_dir: Path, device: torch.device):
     source = load_run_source(run_dir, device)
     if source.kind != "gaussians":
         sys.exit(f"{run_dir}: a Gaussian run is needed, this one is {source.kind}")
-    return source.model, source.test or source.train
+    return source.model, source.train + source.test
 
 
 def main() -> None:
