@@ -268,7 +268,7 @@ def test_save_writes_png_and_a_path_that_recon_render_reproduces(tmp_path):
 def test_live_hook_idle_without_tabs_and_never_raises(tmp_path, monkeypatch):
     model = blob(7)
     viewer = fake_viewer(tmp_path, None)
-    live = LiveView(viewer, total_steps=10, render_share=1.0)
+    live = LiveView(viewer, total_steps=10, render_share=1.0, refresh_seconds=0.0)  # re-render every step
     calls = []
     monkeypatch.setattr(viewer, "render_pending", lambda: calls.append(1) or False)
     for step in range(5):
