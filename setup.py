@@ -40,6 +40,7 @@ setup(
         "imageio-ffmpeg",
         "tqdm",
         "pycolmap>=4.2,<4.3",  # structure from motion (recon sfm); CPU wheels, no COLMAP binary needed
+        "viser>=1.0",  # the browser viewer (recon view, recon fit --view)
     ],
     extras_require={
         "cuda": ["pycuda"],

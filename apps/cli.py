@@ -12,7 +12,7 @@ import sys
 from recon import __version__
 from recon.engine.errors import ReconError
 
-SUBCOMMANDS = ("fit", "sfm", "render", "export", "edit", "smpl", "info", "demo_scene")
+SUBCOMMANDS = ("fit", "sfm", "render", "view", "export", "edit", "smpl", "info", "demo_scene")
 
 
 def build_parser() -> argparse.ArgumentParser:

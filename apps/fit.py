@@ -55,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus", type=int, default=None, metavar="N",
                    help="fit on N GPUs: runs this command in N processes under torchrun, each holding 1/N of the"
                         " Gaussians (--model gaussians; on a machine without GPUs, N CPU processes with gloo)")
+    p.add_argument("--view", action="store_true",
+                   help="serve the browser viewer while fitting (URL printed; see `recon view`); training keeps "
+                        "its speed while no browser is connected")
+    p.add_argument("--view-port", type=int, default=8080, help="port of the --view viewer (default 8080)")
+    p.add_argument("--view-host", default="127.0.0.1", help="address of the --view viewer (default 127.0.0.1)")
     for model in dict.fromkeys(TRAINERS.values()):
         module = _trainer(next(k for k, v in TRAINERS.items() if v == model))
         if module is not None:
@@ -141,6 +146,8 @@ def run(args: argparse.Namespace) -> int:
     if args.backend:
         os.environ["RECON_BACKEND"] = args.backend
     config = config_from_args(module.CONFIG, args, **({"kind": args.model} if args.model in ("sdf", "occupancy") else {}))
+    if max(world, args.gpus or 1) > 1 and args.view:
+        raise ReconError("--view shows a fit in one process; leave out --gpus to watch it")
     if (args.gpus or 1) > 1 and world == 1:
         if config.batch_size < args.gpus:
             raise ReconError(f"--gpus {args.gpus} needs --batch-size of at least {args.gpus} (each process renders"
@@ -152,7 +159,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         run_dir = distributed.broadcast_object(resolve_run_dir(source, args.output, args.resume), group)
         source = distributed.broadcast_object(_posed_scene(args, source, run_dir) if group.is_main else None, group)
-        metrics = module.fit(source, config, run_dir, resume=args.resume, device=group.device)
+        if args.view:
+            metrics = _fit_with_viewer(module, source, config, run_dir, args, group.device)
+        else:
+            metrics = module.fit(source, config, run_dir, resume=args.resume, device=group.device)
     finally:
         distributed.shutdown()
     if not group.is_main:
@@ -162,3 +172,19 @@ def run(args: argparse.Namespace) -> int:
         if isinstance(value, (int, float)):
             print(f"  {key}: {value:.4g}" if isinstance(value, float) else f"  {key}: {value}")
     return 0
+
+
+def _fit_with_viewer(module, source: Path, config, run_dir: Path, args: argparse.Namespace, device) -> dict:
+    """``module.fit`` with the live browser viewer fed by its ``on_step`` hook; the viewer stops with the fit."""
+    from recon.engine.viewer.live import LiveView, training_target
+    from recon.engine.viewer.server import Viewer
+
+    target = training_target(source, args.model, getattr(config, "downscale", 1), getattr(config, "test_every", 8),
+                             run_dir)
+    viewer = Viewer(target, host=args.view_host, port=args.view_port)
+    print(f"recon fit: viewer at {viewer.start()} (stops when the fit ends; then `recon view {run_dir}`)", flush=True)
+    live = LiveView(viewer, config.steps)
+    try:
+        return module.fit(source, config, run_dir, resume=args.resume, device=device, on_step=live.on_step)
+    finally:
+        viewer.stop()

@@ -58,3 +58,21 @@ def config_from_args(cls: type[T], args: argparse.Namespace, **overrides: Any) -
     given = {k: v for k, v in vars(args).items() if k in names}
     given.update({k: v for k, v in overrides.items() if k in names})
     return cls(**given)
+
+
+def add_device_options(parser: argparse.ArgumentParser) -> None:
+    """``--device`` and ``--backend``, read back by ``select_device``."""
+    parser.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--backend", choices=("torch", "triton", "cuda"), default=None,
+                        help="kernel backend (default: per kernel and device; same as RECON_BACKEND)")
+
+
+def select_device(args: argparse.Namespace):
+    """The torch device of ``--device`` (cuda when available, else cpu), after applying ``--backend``."""
+    import os
+
+    import torch
+
+    if getattr(args, "backend", None):
+        os.environ["RECON_BACKEND"] = args.backend
+    return torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -31,6 +31,7 @@ class SplatArrays:
         opacities: [N] logits.
         scales: [N, 3] log scales.
         quats: [N, 4] quaternions w, x, y, z.
+        antialiased: rendered Mip-Splatting style (kept by formats that store it, e.g. SPZ).
     """
 
     means: np.ndarray
@@ -39,6 +40,7 @@ class SplatArrays:
     opacities: np.ndarray
     scales: np.ndarray
     quats: np.ndarray
+    antialiased: bool = False
 
     @property
     def sh_degree(self) -> int:
@@ -78,21 +80,26 @@ def write_splat_ply(path: str | os.PathLike, splats: SplatArrays) -> None:
         ply.write(str(tmp))
 
 
+def read_ply_data(path: str | os.PathLike):
+    """Parse any PLY file with plyfile (a ``PlyData``); ``ReconError`` naming the file when it cannot."""
+    from plyfile import PlyData
+
+    try:
+        return PlyData.read(str(path))
+    except FileNotFoundError:
+        raise ReconError(f"{path}: no such file") from None
+    except Exception as exc:  # plyfile raises several types for malformed headers and bodies
+        raise ReconError(f"{path}: not a readable PLY file ({exc})") from None
+
+
 def read_splat_ply(path: str | os.PathLike) -> SplatArrays:
     """Read an INRIA 3DGS PLY (written by recon or by other 3DGS tools).
 
     Raises ``ReconError`` naming the file when it is unreadable, lacks a field, has an ``f_rest`` count
     other than 0/9/24/45, or holds NaN or infinite values.
     """
-    from plyfile import PlyData
-
     path = Path(path)
-    try:
-        ply = PlyData.read(str(path))
-    except FileNotFoundError:
-        raise ReconError(f"{path}: no such file") from None
-    except Exception as exc:  # plyfile raises several types for malformed headers and bodies
-        raise ReconError(f"{path}: not a readable PLY file ({exc})") from None
+    ply = read_ply_data(path)
     if "vertex" not in [e.name for e in ply.elements]:
         raise ReconError(f"{path}: no 'vertex' element, not a 3DGS PLY")
     vertex = ply["vertex"].data
@@ -121,6 +128,12 @@ def read_splat_ply(path: str | os.PathLike) -> SplatArrays:
         scales=cols([f"scale_{i}" for i in range(3)]),
         quats=cols([f"rot_{i}" for i in range(4)]),
     )
+    return check_finite(splats, path)
+
+
+def check_finite(splats: SplatArrays, path: str | os.PathLike) -> SplatArrays:
+    """``splats`` unchanged; ``ReconError`` naming ``path`` when any value is NaN or infinite."""
+    n = len(splats)
     for name in ("means", "sh0", "shN", "opacities", "scales", "quats"):
         bad = ~np.isfinite(getattr(splats, name))
         if bad.any():

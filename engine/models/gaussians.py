@@ -169,7 +169,8 @@ class GaussianModel:
         rest = (self.active_sh_degree + 1) ** 2 - 1
         return SplatArrays(means=norm.to_original(p["means"]).astype(np.float32), sh0=p["sh0"],
                            shN=p["shN"][:, :rest], opacities=p["opacities"],
-                           scales=(p["scales"] - math.log(norm.scale)).astype(np.float32), quats=p["quats"])
+                           scales=(p["scales"] - math.log(norm.scale)).astype(np.float32), quats=p["quats"],
+                           antialiased=self.antialiased)
 
     @classmethod
     def from_splats(cls, splats, normalization: Normalization | None = None,

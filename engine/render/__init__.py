@@ -46,10 +46,19 @@ def render_frames(model: Any, cameras: list[Camera], channel: str = "rgb") -> It
             yield out["rgb"].detach().cpu().numpy()
             continue
         depth, alpha = out["depth"].detach().cpu().numpy(), out["alpha"].detach().cpu().numpy()
-        if depth_range is None:
-            covered = depth[alpha > 0.5]
-            near, far = np.percentile(covered, [2, 98]) if covered.size else (0.0, 1.0)
-            pad = 0.1 * max(far - near, 1e-6)
-            depth_range = (near - pad, far + pad)
-        near, far = depth_range
-        yield np.clip((far - depth) / (far - near), 0.0, 1.0) * alpha
+        depth_range = depth_range or covered_depth_range(depth, alpha)
+        yield depth_image(depth, alpha, depth_range)
+
+
+def covered_depth_range(depth: np.ndarray, alpha: np.ndarray) -> tuple[float, float]:
+    """(near, far) of the covered pixels (alpha > 0.5) of a depth map: 2nd to 98th percentile, widened by 10%."""
+    covered = depth[alpha > 0.5]
+    near, far = np.percentile(covered, [2, 98]) if covered.size else (0.0, 1.0)
+    pad = 0.1 * max(far - near, 1e-6)
+    return float(near - pad), float(far + pad)
+
+
+def depth_image(depth: np.ndarray, alpha: np.ndarray, depth_range: tuple[float, float]) -> np.ndarray:
+    """Depth [H, W, 1] as brightness in [0, 1] over ``depth_range``: near bright, far and uncovered dark."""
+    near, far = depth_range
+    return np.clip((far - depth) / (far - near), 0.0, 1.0) * alpha

@@ -40,14 +40,15 @@ def look_target(cameras: list[Camera]) -> np.ndarray:
     return np.mean([c.center for c in cameras], axis=0) + np.mean([c.camera_to_world[:3, 2] for c in cameras], axis=0)
 
 
-def _mean_up(cameras: list[Camera]) -> np.ndarray:
+def mean_up(cameras: list[Camera]) -> np.ndarray:
+    """The cameras' mean up direction [3] (unit; +z when they disagree completely)."""
     up = -np.mean([cam.camera_to_world[:3, 1] for cam in cameras], axis=0)  # OpenCV y points down
     norm = np.linalg.norm(up)
     return up / norm if norm > 1e-8 else np.array([0.0, 0.0, 1.0])
 
 
 def _circle(cameras: list[Camera], frames: int, *, height_wave: float, radius_wave: float) -> list[Camera]:
-    target, up = look_target(cameras), _mean_up(cameras)
+    target, up = look_target(cameras), mean_up(cameras)
     offsets = np.stack([cam.center for cam in cameras]) - target
     heights = offsets @ up
     radial = offsets - heights[:, None] * up

@@ -17,7 +17,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -188,7 +188,7 @@ def _evaluate(model: FieldModel, shape: Shape, config: FieldFitConfig, device: t
 
 # ----------------------------------------------------------------------------- the loop
 def fit(source: Path, config: FieldFitConfig, run_dir: Path, *, resume: bool,
-        device: torch.device) -> dict[str, Any]:
+        device: torch.device, on_step: Callable[[int, Any, torch.Tensor], None] | None = None) -> dict[str, Any]:
     """Fit an SDF or occupancy field to the shape at ``source``; writes ``run_dir``, returns the metrics."""
     from tqdm import tqdm
 
@@ -233,6 +233,8 @@ def fit(source: Path, config: FieldFitConfig, run_dir: Path, *, resume: bool,
         loss.backward()
         optimizer.step()
         done = step + 1
+        if on_step is not None:  # e.g. the live viewer of `recon fit --view`
+            on_step(done, model, loss)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
         if done % config.checkpoint_every == 0 or done == config.steps:

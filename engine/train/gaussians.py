@@ -20,7 +20,7 @@ import time
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -261,11 +261,12 @@ def _check_config(config: GaussianFitConfig) -> None:
 
 
 def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
-        device: torch.device) -> dict[str, Any]:
+        device: torch.device, on_step: Callable[[int, Any, torch.Tensor], None] | None = None) -> dict[str, Any]:
     """Fit 3D Gaussians to the scene at ``source``; writes ``run_dir`` and returns the metrics.
 
     Inside an initialised torch.distributed process group every process must call it (see the module
-    docstring); only rank 0 writes files and returns metrics (the others return an empty dict).
+    docstring); only rank 0 writes files and returns metrics (the others return an empty dict). ``on_step(step,
+    model, loss)`` runs after each optimiser step (the live viewer of ``recon fit --view``; one process only).
     """
     from tqdm import tqdm
 
@@ -329,6 +330,8 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
         if strategy.schedule.refines_at(step):
             sizes = rebalance(model.params, optimizer, strategy, group)
         done = step + 1
+        if on_step is not None:  # e.g. the live viewer of `recon fit --view`
+            on_step(done, model, loss)
         if step % 10 == 0:
             batch_loss = distributed.all_reduce_sum(loss.detach(), group)
             first = batch.owned[0]

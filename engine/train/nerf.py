@@ -12,7 +12,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
@@ -154,7 +154,7 @@ def _check(config: NerfFitConfig) -> None:
 
 
 def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
-        device: torch.device) -> dict[str, Any]:
+        device: torch.device, on_step: Callable[[int, Any, torch.Tensor], None] | None = None) -> dict[str, Any]:
     """Fit a hash-grid NeRF to the scene at ``source``; writes ``run_dir`` and returns the metrics."""
     from tqdm import tqdm
 
@@ -204,6 +204,8 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
         done = step + 1
+        if on_step is not None:  # e.g. the live viewer of `recon fit --view`
+            on_step(done, model, loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.5f}", psnr=f"{-10 * math.log10(max(loss.item(), 1e-10)):.2f}",
                             samples=out["samples"])
