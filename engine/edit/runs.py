@@ -48,7 +48,7 @@ class EditSource:
 def load_edit_source(run_dir: str | Path, device: torch.device, scene_dir: str | Path | None = None) -> EditSource:
     """Load a Gaussian run and its scene (from ``scene_dir``, else the folder the run was fitted on)."""
     from recon.engine.models.registry import load_run
-    from recon.engine.scene.load import load_scene
+    from recon.engine.scene.undistorted import load_fit_scene
 
     run_dir = Path(run_dir)
     config = rundir.read_config(run_dir)
@@ -59,8 +59,7 @@ def load_edit_source(run_dir: str | Path, device: torch.device, scene_dir: str |
     if source is None or not Path(source).is_dir():
         raise ReconError(f"{run_dir}: its scene folder {source} is gone; name it with --scene")
     fit_config = state.get("config", config)
-    scene = load_scene(source, downscale=int(fit_config.get("downscale", 1)),
-                       test_every=int(fit_config.get("test_every", 8)), background=tuple(model.background))
+    scene = load_fit_scene(source, "gaussians", fit_config, background=tuple(model.background))
     return EditSource(run_dir=run_dir, model=model, state=state, config=config, scene=scene)
 
 
