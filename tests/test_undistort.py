@@ -454,3 +454,34 @@ def test_demo_through_a_lens_lines_up_only_when_corrected(tmp_path, lens, monkey
     # Measured (deterministic: demo seed 0): opencv 64.5 / 30.4 / 25.9 dB, fisheye 64.7 / 31.2 / 22.2 dB. The
     # undistorted images lose to exact rays by the bilinear resampling of 64 px images (and 8-bit storage).
     assert rays > 50.0 and undistorted > 29.0 and ignored < undistorted - 3.0
+
+
+def test_fits_on_a_distorted_scene(tmp_path, monkeypatch):
+    """Both trainers run on a distorted scene: the Gaussian run logs the undistortion, stores the undistorted
+    pinhole cameras (what renders use) and reuses the cache on a second fit; NeRF keeps the lens cameras."""
+    from recon.engine.render import run_cameras
+    from recon.engine.models.registry import load_run
+    from recon.engine.scene.demo import write_demo_scene
+    from recon.engine.train import gaussians, nerf
+
+    monkeypatch.setenv("RECON_CACHE", str(tmp_path / "cache"))
+    root = write_demo_scene(tmp_path / "demo", views=9, resolution=24, supersample=1, lens="opencv")
+    config = gaussians.GaussianFitConfig(steps=2, init_points=300, sh_degree=0)
+    for run in ("g1", "g2"):
+        metrics = gaussians.fit(root, config, tmp_path / run, resume=False, device=torch.device("cpu"))
+        assert np.isfinite(metrics["test_psnr"])
+    log = (tmp_path / "g1" / "log.txt").read_text()
+    assert "undistort: OPENCV 24x24 (9 frames) -> pinhole" in log and "9 images resampled, 0 read" in log
+    assert "0 images resampled, 9 read from the cache" in (tmp_path / "g2" / "log.txt").read_text()
+    model, state = load_run(tmp_path / "g1", torch.device("cpu"))
+    train, test = run_cameras(tmp_path / "g1", model, state)
+    fitted = load_fit_scene(root, "gaussians", state["config"])
+    assert all(c.is_pinhole and c.width > 24 for c in train + test)
+    assert [c.width for c in test] == [fitted.frames[i].camera.width for i in fitted.test_indices]
+
+    n_config = nerf.NerfFitConfig(steps=2, batch_rays=64, samples_per_ray=16, n_levels=4, log2_table_size=10,
+                                  max_resolution=64, hidden=16, grid_resolution=16)
+    nerf.fit(root, n_config, tmp_path / "n", resume=False, device=torch.device("cpu"))
+    model, state = load_run(tmp_path / "n", torch.device("cpu"))
+    train, test = run_cameras(tmp_path / "n", model, state)
+    assert all(c.model == "OPENCV" and c.width == 24 for c in train + test)
