@@ -398,7 +398,7 @@ def test_nerf_training_rays_match_render_rays(tmp_path, seed):
 
 
 def test_lens_plans_of_plush():
-    from tests.conftest import shared_path
+    from conftest import shared_path
 
     scene = load_scene(shared_path("plush"), downscale=4)
     plans = lens_plans(scene)
