@@ -156,6 +156,25 @@ def test_undistorted_camera_keeps_every_pixel_in_a_tight_box(model, seed):
     assert np.all(low < 1.0) and np.all(high > [target.width - 1.0, target.height - 1.0])  # tight to a pixel
 
 
+def test_folded_lens_region_is_not_valid(seed):
+    """k1 < 0 alone folds the image back beyond r = 1/sqrt(-3 k1): output pixels there would sample the photo a
+    second time; every pixel marked valid must be the true pinhole view of its source pixel."""
+    from recon.engine.scene.undistort import undistortion_map, valid_region
+
+    rng = np.random.default_rng(seed)
+    camera = Camera(width=90, height=70, fx=40.0, fy=40.0, cx=45.0 + rng.uniform(-1, 1), cy=35.0, model="SIMPLE_RADIAL",
+                    distortion={"k1": float(rng.uniform(-0.45, -0.35))})
+    target, kept = undistorted_camera(camera)
+    assert kept < 1.0  # the corners lie beyond the fold
+    source = undistortion_map(camera, target)
+    valid = valid_region(source, camera, target)
+    u, v = np.meshgrid(np.arange(target.width) + 0.5, np.arange(target.height) + 0.5)
+    back = undistort_points(source[valid], camera) - [camera.cx, camera.cy]  # pinhole pixels of the same focal
+    np.testing.assert_allclose(back + [target.cx, target.cy], np.stack([u, v], -1)[valid], atol=1e-6)
+    folded = np.all((source >= 0.5) & (source <= [89.5, 69.5]), -1) & ~valid
+    assert folded.any()  # the check did remove pixels that the bounds alone would have kept
+
+
 def test_fisheye_field_of_view_limit(seed):
     """An equidistant 180-degree fisheye undistorted with --max-fov 120: the output sees 120 degrees across, and
     the kept fraction is the share of pixels whose rays lie within its frustum (counted here at every pixel)."""

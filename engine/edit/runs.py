@@ -57,7 +57,7 @@ class EditSource:
         if source is target or source.is_pinhole:
             return image, None
         where = undistortion_map(source, target)
-        return resample(image, where, source, mode=mode), valid_region(where, source)
+        return resample(image, where, source, mode=mode), valid_region(where, source, target)
 
     @property
     def view_sizes(self) -> list[tuple[int, int]]:

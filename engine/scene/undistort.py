@@ -210,11 +210,22 @@ def undistortion_map(camera: Camera, target: Camera | None = None) -> np.ndarray
     return _to_pixels(distort_normalized(_to_normalized(np.stack([u, v], axis=-1), target), camera), camera)
 
 
-def valid_region(source: np.ndarray, camera: Camera) -> np.ndarray:
-    """Which entries of an ``undistortion_map`` [H, W, 2] sample ``camera``'s image with full bilinear support
-    (between its outermost pixel centres): bool [H, W]."""
-    inside = (source >= 0.5) & (source <= np.array([camera.width, camera.height]) - 0.5)
-    return np.all(inside, axis=-1)
+def valid_region(source: np.ndarray, camera: Camera, target: Camera) -> np.ndarray:
+    """Which pixels of ``target`` truly see ``camera``'s image, given their ``undistortion_map(camera, target)``
+    ``source`` [H, W, 2]: those sampling it with full bilinear support (between its outermost pixel centres)
+    whose source pixel's exact ray (``pixel_directions``) comes back to them; bool [H, W].
+
+    Beyond the radius where a strong lens model stops growing (say k1 < 0 alone) the forward map folds back
+    into the image, so bounds alone would also let pixels there sample it; the round trip rules them out.
+    """
+    valid = np.all((source >= 0.5) & (source <= np.array([camera.width, camera.height]) - 0.5), axis=-1)
+    directions = pixel_directions(source[valid], camera)
+    u, v = np.meshgrid(np.arange(target.width) + 0.5, np.arange(target.height) + 0.5)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        back = directions[:, :2] / directions[:, 2:] * [target.fx, target.fy] + [target.cx, target.cy]
+        same = (directions[:, 2] > 0) & np.all(np.abs(back - np.stack([u, v], -1)[valid]) < 1e-3, axis=-1)
+    valid[valid] = same
+    return valid
 
 
 def resample(image: np.ndarray, source: np.ndarray, camera: Camera, mode: str = "bilinear") -> np.ndarray:

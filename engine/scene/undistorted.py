@@ -127,7 +127,7 @@ def undistort_scene(scene: Scene, *, max_fov: float = 120.0, cache: Path | None 
         else:
             if key not in maps:
                 source = undistortion_map(frame.camera, target)
-                maps[key] = (source, valid_region(source, frame.camera))
+                maps[key] = (source, valid_region(source, frame.camera, target))
             source, valid = maps[key]
             write_image(valid_path, valid.astype(np.float32))
             mask = scene.load_mask(index)
