@@ -289,7 +289,11 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
     state, config = rundir.resume_state(run_dir, "gaussians", config, resume=resume, map_location="cpu",
                                         mmap=group.distributed)  # each process reads only its shard's rows
     _check_config(config)
+    if not group.is_main:  # rank 0 undistorts first, filling the cache the others then read
+        distributed.broadcast_object(None, group)
     scene, lens_lines = _load_scene(source, config)
+    if group.is_main:
+        distributed.broadcast_object(None, group)
     generator = torch.Generator().manual_seed(config.seed)  # views and backgrounds: the same in every process
     densify_generator = torch.Generator().manual_seed(_densify_seed(config.seed, group.rank))
     torch.manual_seed(config.seed)
