@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from recon.engine.errors import ReconError
 from recon.engine.scene.camera import Camera
 from recon.engine.scene.scene import Frame, Scene
 from recon.engine.scene.undistort import (field_of_view, pinhole_camera, resample, undistorted_camera,
@@ -163,8 +164,6 @@ def scene_for_model(scene: Scene, model: str, distortion: str = "correct", max_f
                     cache: Path | None = None) -> tuple[Scene, UndistortStats | None]:
     """The scene as ``model`` fits it: undistorted (rasterized models), exact lenses (``RAY_MODELS``) or,
     with ``distortion="ignore"``, every camera a pinhole. Stats come back when images were undistorted."""
-    from recon.engine.errors import ReconError
-
     if distortion not in DISTORTION:
         raise ReconError(f"--distortion must be one of {', '.join(DISTORTION)}, got {distortion!r}")
     if distortion == "ignore":
