@@ -504,3 +504,37 @@ def test_fits_on_a_distorted_scene(tmp_path, monkeypatch):
     model, state = load_run(tmp_path / "n", torch.device("cpu"))
     train, test = run_cameras(tmp_path / "n", model, state)
     assert all(c.model == "OPENCV" and c.width == 24 for c in train + test)
+
+
+def test_edit_masks_drawn_on_distorted_photos_follow_the_undistortion(tmp_path, seed, monkeypatch):
+    """``recon edit --masks``: masks drawn on the photos of a run fitted on undistorted images are resampled
+    (nearest) into the undistorted views, and edited images (bilinear) ask for the current render where the
+    photo has no pixel."""
+    from recon.engine.edit.runs import EditSource, load_targets, masks_from_folder
+    from recon.engine.scene.undistort import resample, undistortion_map
+
+    monkeypatch.setenv("RECON_CACHE", str(tmp_path / "cache"))
+    rng = np.random.default_rng(seed)
+    captured = load_scene(lens_scene(tmp_path / "scene", rng), test_every=0)
+    scene, _ = scene_for_model(captured, "gaussians")
+    drawn = (rng.random((26, 34)) > 0.5).astype(np.float32)
+    write_image(tmp_path / "masks" / "im1.png", drawn)
+    write_image(tmp_path / "edited" / "im2.png", rng.random((26, 34, 3)).astype(np.float32))
+
+    class Flat:  # renders a constant colour: what "the current render" is here
+        background = (1.0, 1.0, 1.0)
+
+        def render(self, camera, background=None):
+            return {"rgb": torch.full((camera.height, camera.width, 3), 0.25)}
+
+    source = EditSource(run_dir=tmp_path, model=Flat(), state={}, config={}, scene=scene, captured=captured)
+    masks = masks_from_folder(source, tmp_path / "masks")
+    target = scene.frames[1].camera
+    assert masks.view_indices == [1] and masks.masks.shape == (1, target.height, target.width, 1)
+    expected = resample(drawn, undistortion_map(captured.frames[1].camera, target), captured.frames[1].camera,
+                        mode="nearest")
+    np.testing.assert_array_equal(masks.masks[0, ..., 0].numpy(), expected)
+    (camera, image), = load_targets(source, tmp_path / "edited", torch.device("cpu"))
+    valid = scene.load_valid(2) > 0.5
+    assert camera is scene.frames[2].camera and image.shape == (target.height, target.width, 3)
+    assert torch.all(image[torch.from_numpy(~valid)] == 0.25) and (~valid).any()
