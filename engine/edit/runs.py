@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from recon.engine.edit.masks import ViewMasks, box_masks, load_view_masks, size_factor
+from recon.engine.edit.masks import ViewMasks, box_masks, load_view_masks
+from recon.engine.io.masks import MASK_THRESHOLD
 from recon.engine.edit.tracing import Selection, label_weights, save_selection, select, trace_totals
 from recon.engine.errors import ReconError
 from recon.engine.scene.camera import camera_matrices
@@ -95,9 +96,9 @@ def trace_view_masks(source: EditSource, masks: ViewMasks, label: str | None, th
     return Selection(masks.labels, weights.cpu(), seen.cpu(), selected.cpu(), masks.labels[label_index], threshold)
 
 
-def masks_from_folder(source: EditSource, folder: str | Path) -> ViewMasks:
-    """Masks read from ``folder`` for the run's views (see ``masks.load_view_masks``)."""
-    return load_view_masks(folder, source.view_names, source.view_sizes)
+def masks_from_folder(source: EditSource, folder: str | Path, threshold: float = MASK_THRESHOLD) -> ViewMasks:
+    """Masks read from ``folder`` for the run's views, binarised at ``threshold`` (see ``masks.load_view_masks``)."""
+    return load_view_masks(folder, [f.image_path for f in source.scene.frames], source.view_sizes, threshold)
 
 
 def masks_from_box(source: EditSource, box: tuple[float, ...]) -> ViewMasks:
@@ -162,7 +163,7 @@ def load_targets(source: EditSource, folder: str | Path, device: torch.device) -
     An image larger than its view by an integer factor is area-averaged down; RGBA is composited on the
     run's background.
     """
-    from recon.engine.io.images import read_image, resize_image
+    from recon.engine.io.images import read_image, resize_image, size_factor
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -175,9 +176,10 @@ def load_targets(source: EditSource, folder: str | Path, device: torch.device) -
     for path in files:
         if path.stem not in by_stem:
             raise ReconError(f"{path}: no view of the run is named {path.stem!r}")
-        camera = source.scene.frames[by_stem[path.stem]].camera
+        frame = source.scene.frames[by_stem[path.stem]]
+        camera = frame.camera
         image = read_image(path)
-        if size_factor(path, (image.shape[1], image.shape[0]), (camera.width, camera.height)) > 1:
+        if size_factor(path, (image.shape[1], image.shape[0]), frame.image_path, (camera.width, camera.height)) > 1:
             image = resize_image(image, (camera.width, camera.height))
         if image.shape[-1] == 1:
             image = np.repeat(image, 3, axis=-1)
