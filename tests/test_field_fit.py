@@ -41,9 +41,9 @@ def test_sdf_fit_to_spot_reaches_fscore_floor(tmp_path):
     assert metrics["fscore"] > 0.8, metrics
     assert metrics["chamfer_l1"] < 0.03 and metrics["normal_consistency"] > 0.85
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["fscore"] == metrics["fscore"]
-    n_v, n_f = export_run_mesh(tmp_path / "run", tmp_path / "spot.obj", resolution=40)
+    _, report = export_run_mesh(tmp_path / "run", tmp_path / "spot.obj", resolution=40)
     v, f = read_mesh(tmp_path / "spot.obj")
-    assert (len(v), len(f)) == (n_v, n_f)
+    assert (len(v), len(f)) == (report.vertices, report.faces)
     ref_v, _ = read_mesh(spot)
     np.testing.assert_allclose(v.min(0), ref_v.min(0), atol=0.06)  # original coordinates, not normalised
     np.testing.assert_allclose(v.max(0), ref_v.max(0), atol=0.06)
@@ -152,9 +152,9 @@ def test_gaussians_run_fuses_depth_into_a_mesh(tmp_path):
     rundir.write_config(tmp_path / "run", {"model": "gaussians"})
     rundir.save_checkpoint(tmp_path / "run", {"kind": "gaussians", "step": 1, "model": model.state_dict(),
                                               "normalization": norm.to_dict()})
-    n_v, n_f = export_run_mesh(tmp_path / "run", tmp_path / "g.ply", resolution=64)
+    _, report = export_run_mesh(tmp_path / "run", tmp_path / "g.ply", resolution=64)
     v, f = read_mesh(tmp_path / "g.ply")
-    assert n_f > 100 and len(f) == n_f
+    assert report.faces > 100 and len(f) == report.faces
     radius = np.linalg.norm(v - norm.center, axis=1)  # original units: normalised radius 0.5 / scale 0.5
     assert abs(float(np.median(radius)) - 1.0) < 0.1
 
