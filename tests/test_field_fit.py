@@ -197,3 +197,33 @@ def test_render_finds_the_surface():
     assert abs(float(out["depth"][10, 12, 0]) - 1.5) < 3e-3  # the front at 2 - 0.5 (pixel centre slightly off-axis)
     hits = out["alpha"][..., 0] > 0
     assert 0.1 < float(hits.float().mean()) < 0.9 and bool((out["rgb"][~hits] == 1.0).all())
+
+
+def test_far_points_lie_away_from_the_surface_on_their_true_side(seed):
+    """A sphere of radius 0.6 sampled with outward normals: far points and their sides match |p| - 0.6."""
+    from recon.engine.train.field import far_points
+
+    gen = torch.Generator().manual_seed(seed)
+    normals = torch.nn.functional.normalize(torch.randn(20000, 3, generator=gen), dim=1)
+    uniform = torch.rand(5000, 3, generator=gen) * 2 - 1
+    points, side = far_points(uniform, 0.6 * normals, normals, 0.05)
+    sdf = points.norm(dim=1) - 0.6
+    assert len(points) > 3000 and torch.all(sdf.abs() > 0.05 - 0.01)  # the samples are ~0.008 apart
+    assert torch.equal(side, torch.sign(sdf))
+    kept = (sdf.abs() > 0.06).sum()  # every point clearly farther than the margin is kept
+    assert kept == ((uniform.norm(dim=1) - 0.6).abs() > 0.06).sum()
+    cloud, cloud_side = far_points(uniform, 0.6 * normals, None, 0.05)  # no normals: only outside the box
+    assert torch.all(cloud_side == 1) and torch.all((cloud.abs() > 0.64).any(1)) and len(cloud) > 1000
+
+
+def test_sdf_fit_export_is_one_clean_component(tmp_path):
+    """A short fit to the bunny (holes in its base) exports, before any filtering, as one watertight,
+    non-self-intersecting component."""
+    bunny = shared_path("meshes", "bunny.obj")
+    config = FieldFitConfig(kind="sdf", steps=80, lr=5e-3, **{**SMALL, "hidden": 64, "frequencies": 4,
+                                                               "batch_size": 512, "surface_samples": 20000,
+                                                               "eval_resolution": 0})
+    fit(bunny, config, tmp_path / "run", resume=False, device=CPU)
+    before, report = export_run_mesh(tmp_path / "run", tmp_path / "bunny.ply", resolution=64,
+                                     min_component_fraction=0.0)
+    assert (before, report.components, report.watertight, report.intersecting_pairs) == (1, 1, True, 0), report
