@@ -11,6 +11,7 @@ from conftest import shared_path
 from recon.apps.cli import main as cli_main
 from recon.engine.errors import ReconError
 from recon.engine.io.mesh import read_mesh, read_shape, write_mesh
+from recon.engine.eval.mesh_metrics import nearest_neighbours
 from recon.engine.mesh_export import export_run_mesh
 from recon.engine.models.registry import load_run
 from recon.engine.models.sdf import FieldArchitecture, FieldModel
@@ -216,14 +217,28 @@ def test_far_points_lie_away_from_the_surface_on_their_true_side(seed):
     assert torch.all(cloud_side == 1) and torch.all((cloud.abs() > 0.64).any(1)) and len(cloud) > 1000
 
 
-def test_sdf_fit_export_is_one_clean_component(tmp_path):
-    """A short fit to the bunny (holes in its base) exports, before any filtering, as one watertight,
-    non-self-intersecting component."""
+def test_sdf_fit_export_is_one_clean_component(tmp_path, capsys):
+    """A short fit to the bunny (holes in its base) exports by default as one watertight component without
+    self-intersections, and that component is the bunny (its vertices lie near the reference surface)."""
     bunny = shared_path("meshes", "bunny.obj")
     config = FieldFitConfig(kind="sdf", steps=80, lr=5e-3, **{**SMALL, "hidden": 64, "frequencies": 4,
                                                                "batch_size": 512, "surface_samples": 20000,
                                                                "eval_resolution": 0})
     fit(bunny, config, tmp_path / "run", resume=False, device=CPU)
-    before, report = export_run_mesh(tmp_path / "run", tmp_path / "bunny.ply", resolution=64,
-                                     min_component_fraction=0.0)
-    assert (before, report.components, report.watertight, report.intersecting_pairs) == (1, 1, True, 0), report
+    assert cli_main(["export", str(tmp_path / "run"), "--mesh", str(tmp_path / "bunny.ply"), "--resolution",
+                     "64"]) == 0
+    out = capsys.readouterr().out
+    assert "1 component, watertight, no self-intersections" in out, out
+    v, f = read_mesh(tmp_path / "bunny.ply")
+    ref_v, _ = read_mesh(bunny)
+    diagonal = float(np.linalg.norm(ref_v.max(0) - ref_v.min(0)))
+    distance, _ = nearest_neighbours(torch.as_tensor(v), torch.as_tensor(ref_v))
+    assert float(distance.max()) < 0.1 * diagonal  # the surface kept is the bunny's
+    assert cli_main(["export", str(tmp_path / "run"), "--mesh", str(tmp_path / "all.ply"), "--resolution", "64",
+                     "--keep-components", "all"]) == 0
+    assert "all components kept" in capsys.readouterr().out
+    assert len(read_mesh(tmp_path / "all.ply")[1]) >= len(f)
+    assert cli_main(["export", str(tmp_path / "run"), "--mesh", str(tmp_path / "x.ply"), "--keep-components",
+                     "most"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--keep-components must be 'all' or a fraction" in err
