@@ -215,7 +215,7 @@ def test_finetune_keeps_the_rest_bit_identical(fitted, tmp_path, capsys):
     assert errors[1] < 0.6 * errors[0] and drift < 0.05
 
 
-@pytest.mark.parametrize("case, message", [("size", "does not match"), ("name", "no view"), ("empty", "empty")])
+@pytest.mark.parametrize("case, message", [("size", "does not match"), ("name", "no image is named"), ("empty", "empty")])
 def test_bad_masks_exit_2(fitted, tmp_path, capsys, case, message):
     scene, run = fitted
     folder = tmp_path / "masks"
