@@ -268,6 +268,9 @@ def fit(source: Path, config: FieldFitConfig, run_dir: Path, *, resume: bool,
     state, config = rundir.resume_state(run_dir, config.kind, config, resume=resume)
     if config.steps < 1 or config.batch_size < 1:
         raise ReconError(f"--steps and --batch-size must be at least 1, got {config.steps} and {config.batch_size}")
+    if config.far_margin <= 0 or config.far_weight < 0:
+        raise ReconError(f"--far-margin must be positive and --far-weight at least 0, got {config.far_margin} and "
+                         f"{config.far_weight}")
     shape = read_shape(source)
     if config.kind == "occupancy" and not shape.is_mesh:
         raise ReconError(f"{source}: occupancy fitting needs a mesh (.ply/.obj with faces) to tell inside from outside")
