@@ -6,6 +6,7 @@ import argparse
 from recon.apps.options import add_config_arguments, config_from_args
 from recon.engine.edit.anchor import FinetuneConfig
 from recon.engine.errors import ReconError
+from recon.engine.io.masks import MASK_THRESHOLD, check_threshold
 
 OPS = ("select", "delete", "extract", "recolor", "transform", "finetune")
 
@@ -33,12 +34,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--op", choices=OPS, required=True, help="what to do with the selection")
     p.add_argument("-o", "--output", required=True, help="new run directory for the edited scene")
     where = p.add_mutually_exclusive_group(required=True)
-    where.add_argument("--masks", help="folder of mask PNGs named like the images (binary or integer labels), "
-                                       "or one sub-folder of binary masks per object")
+    where.add_argument("--masks", help="folder of mask images (PNG, JPEG, WebP, TIFF, BMP) named by the images' "
+                                       "stems (binary, or integer labels in lossless files), or one sub-folder of "
+                                       "binary masks per object")
     where.add_argument("--box", type=_floats(6), help="select by a box xmin,ymin,zmin,xmax,ymax,zmax "
                                                       "(the scene's original coordinates; write --box=-1,... "
                                                       "when it starts with a minus)")
     where.add_argument("--selection", help="reuse a selection.npz (or a run directory holding one)")
+    p.add_argument("--mask-threshold", type=float, default=MASK_THRESHOLD,
+                   help="a mask pixel is selected where its value (alpha if any, else the brightest channel, "
+                        f"scaled to [0, 1]) reaches this (default: {MASK_THRESHOLD}, safe for JPEG masks)")
     p.add_argument("--label", help="which mask label to select (needed when the masks hold several)")
     p.add_argument("--threshold", type=float, default=0.5, help="select Gaussians whose label weight reaches this "
                                                                 "(default: 0.5)")
@@ -67,12 +72,13 @@ def run(args: argparse.Namespace) -> int:
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if not 0.0 < args.threshold <= 1.0:
         raise ReconError(f"--threshold must be in (0, 1], got {args.threshold}")
+    check_threshold(args.mask_threshold)
     source = load_edit_source(args.run_dir, device, args.scene)
     raw = {k: v.detach() for k, v in source.model.params.items()}
     if args.selection:
         selection = load_selection(args.selection, raw["means"].shape[0])
     else:
-        masks = masks_from_folder(source, args.masks) if args.masks else masks_from_box(source, args.box)
+        masks = masks_from_folder(source, args.masks, args.mask_threshold) if args.masks else masks_from_box(source, args.box)
         selection = trace_view_masks(source, masks, args.label, args.threshold)
     selected = selection.selected.to(device)
     edit = {"op": args.op, "selected": int(selected.sum()), "gaussians": int(selected.numel()),

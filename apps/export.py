@@ -24,8 +24,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="write the Gaussians as PlayCanvas's compressed PLY (name it *.compressed.ply)")
     p.add_argument("--mesh", metavar="OUT", help="write a mesh (.ply or .obj) extracted from the model")
     p.add_argument("--resolution", type=int, default=256, help="grid resolution of the mesh extraction")
+    p.add_argument("--keep-components", default=None, metavar="all|FRACTION",
+                   help="mesh: keep connected components whose area reaches this fraction of the largest's "
+                        "(default: 0.01, which drops floating fragments); 'all' keeps every component")
     p.add_argument("--device", default=None, help="torch device (default: cuda when available, else cpu)")
     p.set_defaults(run=run)
+
+
+def _component_fraction(text: str | None, default: float) -> float:
+    """``--keep-components``: 'all' is 0 (keep everything), else a fraction of the largest's area."""
+    if text is None:
+        return default
+    if text.strip().lower() == "all":
+        return 0.0
+    try:
+        return float(text)
+    except ValueError:
+        raise ReconError(f"--keep-components must be 'all' or a fraction in [0, 1], got {text!r}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -50,8 +65,13 @@ def run(args: argparse.Namespace) -> int:
             write_splats(out, splats, fmt)
             print(f"{model.num_gaussians} Gaussians written to {out}")
     if args.mesh:
-        from recon.engine.mesh_export import export_run_mesh
+        from recon.engine.mesh_export import MIN_COMPONENT_FRACTION, export_run_mesh
 
-        export_run_mesh(run_dir, Path(args.mesh), resolution=args.resolution, device=device)
-        print(f"mesh written to {args.mesh}")
+        fraction = _component_fraction(args.keep_components, MIN_COMPONENT_FRACTION)
+        before, report = export_run_mesh(run_dir, Path(args.mesh), resolution=args.resolution, device=device,
+                                         min_component_fraction=fraction)
+        dropped = before - report.components
+        kept = "all components kept" if fraction == 0 else (
+            f"{dropped} of {before} components dropped (below {fraction:g} of the largest's area)")
+        print(f"mesh written to {args.mesh}: {report.summary()}; {kept}")
     return 0

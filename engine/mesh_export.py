@@ -6,7 +6,10 @@
   [-1, 1]^3 (open3d, the ``mesh`` extra); pixels with alpha < 0.5 carry no depth.
 
 Fields are evaluated slice by slice over a ``resolution``^3 grid and meshed with the marching-cubes
-kernel; vertices are mapped back through the checkpoint's ``Normalization``.
+kernel; vertices are mapped back through the checkpoint's ``Normalization``. Connected components whose
+area is below ``min_component_fraction`` (default ``MIN_COMPONENT_FRACTION`` = 1%) of the largest's are
+dropped (floating fragments; 0 keeps every component), and the export reports components before and
+after, watertightness and self-intersections (``engine/mesh_topology.py``).
 """
 from __future__ import annotations
 
@@ -18,9 +21,11 @@ import torch
 
 from recon.engine.errors import ReconError
 from recon.engine.io.mesh import MESH_SUFFIXES, write_mesh
+from recon.engine.mesh_topology import MeshReport, face_components, keep_components, mesh_report
 from recon.engine.scene.scene import Normalization
 from recon.kernels import marching_cubes
 
+MIN_COMPONENT_FRACTION = 0.01  # components below 1% of the largest's area are fragments
 FieldFn = Callable[[torch.Tensor], torch.Tensor]  # normalised points [N, 3] -> values [N]
 
 
@@ -92,17 +97,25 @@ def run_mesh(model, kind: str, resolution: int, device: torch.device | str) -> t
 
 
 def export_run_mesh(run_dir: str | Path, out_path: str | Path, *, resolution: int = 512,
-                    device: torch.device | str = "cpu") -> tuple[int, int]:
-    """Mesh the run's newest checkpoint into ``out_path`` (.ply or .obj); returns (vertices, faces)."""
+                    device: torch.device | str = "cpu", min_component_fraction: float = MIN_COMPONENT_FRACTION
+                    ) -> tuple[int, MeshReport]:
+    """Mesh the run's newest checkpoint into ``out_path`` (.ply or .obj), dropping components below
+    ``min_component_fraction`` of the largest's area; returns (components before the filter, report of
+    the written mesh)."""
     from recon.engine.models.registry import load_run
 
     out_path = Path(out_path)
     if out_path.suffix.lower() not in MESH_SUFFIXES:
         raise ReconError(f"{out_path}: unsupported mesh format (use {' or '.join(MESH_SUFFIXES)})")
+    if not 0.0 <= min_component_fraction <= 1.0:
+        raise ReconError(f"--keep-components must be 'all' or a fraction in [0, 1], got {min_component_fraction}")
     model, state = load_run(run_dir, device)
     vertices, faces = run_mesh(model, state["kind"], resolution, device)
     if len(faces) == 0:
         raise ReconError(f"{run_dir}: the {state['kind']} run has no surface to mesh at this resolution")
+    before = face_components(faces, len(vertices))[1]
+    if min_component_fraction > 0:
+        vertices, faces = keep_components(vertices, faces, min_component_fraction)
     normalization = Normalization.from_dict(state["normalization"])
     write_mesh(out_path, normalization.to_original(vertices.astype(np.float64)), faces)
-    return len(vertices), len(faces)
+    return before, mesh_report(vertices, faces)

@@ -53,7 +53,7 @@ def test_per_object_folders(tmp_path):
 
 
 @pytest.mark.parametrize("case, message", [
-    ("size", "does not match"), ("name", "no view"), ("empty", "empty"), ("none", "no mask PNG"), ("dir", "no such")])
+    ("size", "does not match"), ("name", "no image is named"), ("empty", "empty"), ("none", "no mask images"), ("dir", "no such")])
 def test_bad_masks_are_clear_errors(tmp_path, case, message):
     if case == "size":
         iio.imwrite(tmp_path / "0000.png", np.full((5, 8), 255, np.uint8))

@@ -215,7 +215,7 @@ def test_finetune_keeps_the_rest_bit_identical(fitted, tmp_path, capsys):
     assert errors[1] < 0.6 * errors[0] and drift < 0.05
 
 
-@pytest.mark.parametrize("case, message", [("size", "does not match"), ("name", "no view"), ("empty", "empty")])
+@pytest.mark.parametrize("case, message", [("size", "does not match"), ("name", "no image is named"), ("empty", "empty")])
 def test_bad_masks_exit_2(fitted, tmp_path, capsys, case, message):
     scene, run = fitted
     folder = tmp_path / "masks"
@@ -227,3 +227,25 @@ def test_bad_masks_exit_2(fitted, tmp_path, capsys, case, message):
     err = capsys.readouterr().err
     assert err.startswith("recon: error:") and message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_jpeg_masks_select_what_png_masks_select(fitted, tmp_path, capsys):
+    """The object's masks as RGB JPEGs (named ``<stem>.jpg`` and ``<image name>.jpg``) select what the PNGs do."""
+    scene, run = fitted
+    jpegs = tmp_path / "jpeg"
+    jpegs.mkdir()
+    for i, path in enumerate(sorted((scene / "masks" / OBJECT).iterdir())):
+        grey = iio.imread(path)
+        name = f"{path.stem}.jpg" if i % 2 else f"{path.name}.jpg"  # 0000.png.jpg, 0001.jpg, ...
+        iio.imwrite(jpegs / name, np.repeat(grey[..., None], 3, -1), quality=60)
+    for name, masks in (("png", scene / "masks" / OBJECT), ("jpg", jpegs)):
+        assert main(["edit", str(run), "--op", "select", "--masks", str(masks), "-o", str(tmp_path / name)]) == 0
+    png, jpg = (np.load(tmp_path / name / "selection.npz")["selected"] for name in ("png", "jpg"))
+    assert main(["edit", str(run), "--op", "delete", "--masks", str(jpegs), "-o", str(tmp_path / "del")]) == 0
+    left = load_run(tmp_path / "del")[0].num_gaussians
+    differ = int((png != jpg).sum())
+    with capsys.disabled():
+        print(f"\nJPEG masks select {int(jpg.sum())} Gaussians, PNG masks {int(png.sum())}, {differ} differ; "
+              f"delete leaves {left}")
+    # JPEG noise flips mask pixels only at edges: at most a few Gaussians on the threshold change sides.
+    assert left == int((~jpg).sum()) and differ <= max(2, 0.05 * png.sum())

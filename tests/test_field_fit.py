@@ -11,6 +11,7 @@ from conftest import shared_path
 from recon.apps.cli import main as cli_main
 from recon.engine.errors import ReconError
 from recon.engine.io.mesh import read_mesh, read_shape, write_mesh
+from recon.engine.eval.mesh_metrics import nearest_neighbours
 from recon.engine.mesh_export import export_run_mesh
 from recon.engine.models.registry import load_run
 from recon.engine.models.sdf import FieldArchitecture, FieldModel
@@ -41,9 +42,9 @@ def test_sdf_fit_to_spot_reaches_fscore_floor(tmp_path):
     assert metrics["fscore"] > 0.8, metrics
     assert metrics["chamfer_l1"] < 0.03 and metrics["normal_consistency"] > 0.85
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["fscore"] == metrics["fscore"]
-    n_v, n_f = export_run_mesh(tmp_path / "run", tmp_path / "spot.obj", resolution=40)
+    _, report = export_run_mesh(tmp_path / "run", tmp_path / "spot.obj", resolution=40)
     v, f = read_mesh(tmp_path / "spot.obj")
-    assert (len(v), len(f)) == (n_v, n_f)
+    assert (len(v), len(f)) == (report.vertices, report.faces)
     ref_v, _ = read_mesh(spot)
     np.testing.assert_allclose(v.min(0), ref_v.min(0), atol=0.06)  # original coordinates, not normalised
     np.testing.assert_allclose(v.max(0), ref_v.max(0), atol=0.06)
@@ -152,9 +153,9 @@ def test_gaussians_run_fuses_depth_into_a_mesh(tmp_path):
     rundir.write_config(tmp_path / "run", {"model": "gaussians"})
     rundir.save_checkpoint(tmp_path / "run", {"kind": "gaussians", "step": 1, "model": model.state_dict(),
                                               "normalization": norm.to_dict()})
-    n_v, n_f = export_run_mesh(tmp_path / "run", tmp_path / "g.ply", resolution=64)
+    _, report = export_run_mesh(tmp_path / "run", tmp_path / "g.ply", resolution=64)
     v, f = read_mesh(tmp_path / "g.ply")
-    assert n_f > 100 and len(f) == n_f
+    assert report.faces > 100 and len(f) == report.faces
     radius = np.linalg.norm(v - norm.center, axis=1)  # original units: normalised radius 0.5 / scale 0.5
     assert abs(float(np.median(radius)) - 1.0) < 0.1
 
@@ -197,3 +198,47 @@ def test_render_finds_the_surface():
     assert abs(float(out["depth"][10, 12, 0]) - 1.5) < 3e-3  # the front at 2 - 0.5 (pixel centre slightly off-axis)
     hits = out["alpha"][..., 0] > 0
     assert 0.1 < float(hits.float().mean()) < 0.9 and bool((out["rgb"][~hits] == 1.0).all())
+
+
+def test_far_points_lie_away_from_the_surface_on_their_true_side(seed):
+    """A sphere of radius 0.6 sampled with outward normals: far points and their sides match |p| - 0.6."""
+    from recon.engine.train.field import far_points
+
+    gen = torch.Generator().manual_seed(seed)
+    normals = torch.nn.functional.normalize(torch.randn(20000, 3, generator=gen), dim=1)
+    uniform = torch.rand(5000, 3, generator=gen) * 2 - 1
+    points, side = far_points(uniform, 0.6 * normals, normals, 0.05)
+    sdf = points.norm(dim=1) - 0.6
+    assert len(points) > 3000 and torch.all(sdf.abs() > 0.05 - 0.01)  # the samples are ~0.008 apart
+    assert torch.equal(side, torch.sign(sdf))
+    kept = (sdf.abs() > 0.06).sum()  # every point clearly farther than the margin is kept
+    assert kept == ((uniform.norm(dim=1) - 0.6).abs() > 0.06).sum()
+    cloud, cloud_side = far_points(uniform, 0.6 * normals, None, 0.05)  # no normals: only outside the box
+    assert torch.all(cloud_side == 1) and torch.all((cloud.abs() > 0.64).any(1)) and len(cloud) > 1000
+
+
+def test_sdf_fit_export_is_one_clean_component(tmp_path, capsys):
+    """A short fit to the bunny (holes in its base) exports by default as one watertight component without
+    self-intersections, and that component is the bunny (its vertices lie near the reference surface)."""
+    bunny = shared_path("meshes", "bunny.obj")
+    config = FieldFitConfig(kind="sdf", steps=80, lr=5e-3, **{**SMALL, "hidden": 64, "frequencies": 4,
+                                                               "batch_size": 512, "surface_samples": 20000,
+                                                               "eval_resolution": 0})
+    fit(bunny, config, tmp_path / "run", resume=False, device=CPU)
+    assert cli_main(["export", str(tmp_path / "run"), "--mesh", str(tmp_path / "bunny.ply"), "--resolution",
+                     "64"]) == 0
+    out = capsys.readouterr().out
+    assert "1 component, watertight, no self-intersections" in out, out
+    v, f = read_mesh(tmp_path / "bunny.ply")
+    ref_v, _ = read_mesh(bunny)
+    diagonal = float(np.linalg.norm(ref_v.max(0) - ref_v.min(0)))
+    distance, _ = nearest_neighbours(torch.as_tensor(v), torch.as_tensor(ref_v))
+    assert float(distance.max()) < 0.1 * diagonal  # the surface kept is the bunny's
+    assert cli_main(["export", str(tmp_path / "run"), "--mesh", str(tmp_path / "all.ply"), "--resolution", "64",
+                     "--keep-components", "all"]) == 0
+    assert "all components kept" in capsys.readouterr().out
+    assert len(read_mesh(tmp_path / "all.ply")[1]) >= len(f)
+    assert cli_main(["export", str(tmp_path / "run"), "--mesh", str(tmp_path / "x.ply"), "--keep-components",
+                     "most"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--keep-components must be 'all' or a fraction" in err

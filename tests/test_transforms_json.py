@@ -208,3 +208,42 @@ def test_invalid_json_and_missing_focal(tmp_path):
     path.write_text(json.dumps(meta))
     with pytest.raises(ReconError, match=r"transforms_train.json: no focal length for r_0.png"):
         load_scene(tmp_path)
+
+
+def test_nerfstudio_masks_in_any_format_reach_the_gaussian_trainer(tmp_path, seed):
+    """``mask_path`` masks as RGB JPEG (twice the image size) and 16-bit PNG; a size mismatch names both files."""
+    import torch
+
+    from recon.engine.train.distributed import Group
+    from recon.engine.train.gaussians import CONFIG, _train_views
+
+    rng = np.random.default_rng(seed)
+    make_transforms_scene(tmp_path, "nerfstudio", count=4, width=20, height=16)
+    meta = json.loads((tmp_path / "transforms.json").read_text())
+    half = np.zeros((16, 20), bool)
+    half[:, :10] = True  # left half: no JPEG edge noise survives a 2x area average into a 0.5 decision
+    jpeg = np.repeat(np.repeat(half, 2, 0), 2, 1)
+    (tmp_path / "masks").mkdir()
+    colour = np.zeros((32, 40, 3), np.uint8)
+    colour[jpeg] = (rng.integers(150, 256), 0, 0)  # a red mask on black
+    iio.imwrite(tmp_path / "masks" / "r_1.png.jpg", colour, quality=70)
+    sixteen = (rng.random((16, 20)) * 65535).astype(np.uint16)
+    iio.imwrite(tmp_path / "masks" / "r_2.png", sixteen)
+    meta["frames"][1]["mask_path"] = "masks/r_1.png.jpg"
+    meta["frames"][2]["mask_path"] = "masks/r_2.png"
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    scene = load_scene(tmp_path, test_every=0)
+    assert scene.load_mask(0) is None
+    np.testing.assert_array_equal(scene.load_mask(1) >= 0.5, half)
+    np.testing.assert_array_equal(scene.load_mask(2), (sixteen / 65535.0 >= 0.5).astype(np.float32))
+    np.testing.assert_array_equal(scene.load_mask(2, 0.8), (sixteen / 65535.0 >= 0.8).astype(np.float32))
+
+    views = _train_views(scene, CONFIG(mask_threshold=0.8, init_points=10), Group(0, 1, torch.device("cpu")))
+    fetched = views.store.fetch([0, 2])
+    assert fetched[0][1] is None
+    np.testing.assert_array_equal(fetched[1][1][..., 0].numpy(), (sixteen / 65535.0 >= 0.8).astype(np.float32))
+
+    iio.imwrite(tmp_path / "masks" / "r_2.png", sixteen[:, :19])
+    with pytest.raises(ReconError) as err:
+        load_scene(tmp_path, test_every=0).load_mask(2)
+    assert "\n" not in str(err.value) and "masks/r_2.png" in str(err.value) and "images/r_2.png" in str(err.value)

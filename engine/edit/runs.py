@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from recon.engine.edit.masks import ViewMasks, box_masks, load_view_masks, size_factor
+from recon.engine.edit.masks import ViewMasks, box_masks, load_view_masks
+from recon.engine.io.masks import MASK_THRESHOLD
 from recon.engine.edit.tracing import Selection, label_weights, save_selection, select, trace_totals
 from recon.engine.errors import ReconError
 from recon.engine.scene.camera import camera_matrices
@@ -117,11 +118,12 @@ def trace_view_masks(source: EditSource, masks: ViewMasks, label: str | None, th
     return Selection(masks.labels, weights.cpu(), seen.cpu(), selected.cpu(), masks.labels[label_index], threshold)
 
 
-def masks_from_folder(source: EditSource, folder: str | Path) -> ViewMasks:
-    """Masks read from ``folder`` for the run's views (see ``masks.load_view_masks``), drawn on the photos and
-    resampled (nearest) into the undistorted cameras of a run fitted on distorted ones."""
-    masks = load_view_masks(folder, source.view_names, source.captured_sizes)
-    if source.captured is None or all(f.camera.is_pinhole for f in source.captured.frames):
+def masks_from_folder(source: EditSource, folder: str | Path, threshold: float = MASK_THRESHOLD) -> ViewMasks:
+    """Masks read from ``folder`` for the run's views, binarised at ``threshold`` (see ``masks.load_view_masks``),
+    drawn on the photos and resampled (nearest) into the undistorted cameras of a run fitted on distorted ones."""
+    photos = (source.captured or source.scene).frames
+    masks = load_view_masks(folder, [f.image_path for f in photos], source.captured_sizes, threshold)
+    if source.captured is None or all(f.camera.is_pinhole for f in photos):
         return masks
     resampled = [source.to_fitted(v, m.numpy(), mode="nearest")[0] for v, m in zip(masks.view_indices, masks.masks)]
     return replace(masks, masks=torch.from_numpy(np.stack(resampled)))
@@ -189,7 +191,7 @@ def load_targets(source: EditSource, folder: str | Path, device: torch.device) -
     An image larger than its view by an integer factor is area-averaged down; RGBA is composited on the
     run's background.
     """
-    from recon.engine.io.images import read_image, resize_image
+    from recon.engine.io.images import read_image, resize_image, size_factor
 
     folder = Path(folder)
     if not folder.is_dir():
@@ -204,8 +206,9 @@ def load_targets(source: EditSource, folder: str | Path, device: torch.device) -
             raise ReconError(f"{path}: no view of the run is named {path.stem!r}")
         index = by_stem[path.stem]
         camera, (width, height) = source.scene.frames[index].camera, source.captured_sizes[index]
+        photo = (source.captured or source.scene).frames[index].image_path
         image = read_image(path)
-        if size_factor(path, (image.shape[1], image.shape[0]), (width, height)) > 1:
+        if size_factor(path, (image.shape[1], image.shape[0]), photo, (width, height)) > 1:
             image = resize_image(image, (width, height))
         if image.shape[-1] == 1:
             image = np.repeat(image, 3, axis=-1)

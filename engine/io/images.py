@@ -21,6 +21,20 @@ def image_size(path: str | os.PathLike) -> tuple[int, int]:
         raise ReconError(f"{path}: cannot read image ({exc})") from None
 
 
+def size_factor(path: str | os.PathLike, size: tuple[int, int], image_path: str | os.PathLike,
+                image_size: tuple[int, int]) -> int:
+    """The integer factor by which a (width, height) ``size`` file is larger than its image; else an error.
+
+    A factor above 1 is what a file at full resolution gives against a downscaled image. The error names
+    both files.
+    """
+    factor = size[0] / image_size[0]
+    if factor < 1 or factor != int(factor) or size[1] != image_size[1] * factor:
+        raise ReconError(f"{path}: size {size[0]}x{size[1]} does not match its image {image_path} "
+                         f"({image_size[0]}x{image_size[1]}) or an integer multiple of it")
+    return int(factor)
+
+
 def read_image(path: str | os.PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
     """Read an image as float32 [H, W, C] in [0, 1] (C = 1, 3 or 4; 16-bit PNGs keep their precision).
 

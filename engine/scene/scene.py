@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from recon.engine.errors import ReconError
+from recon.engine.io.masks import MASK_THRESHOLD
 from recon.engine.scene.camera import Camera, focus_point
 
 
@@ -161,15 +162,22 @@ class Scene:
             image = rgb * alpha + np.asarray(self.background, dtype=np.float32) * (1.0 - alpha)
         return image
 
-    def load_mask(self, index: int) -> np.ndarray | None:
-        """Frame ``index``'s foreground mask as float32 [H, W] in [0, 1], or None."""
-        from recon.engine.io.images import read_image
+    def load_mask(self, index: int, threshold: float = MASK_THRESHOLD) -> np.ndarray | None:
+        """Frame ``index``'s foreground mask as float32 [H, W] in [0, 1], or None when it has none.
+
+        The mask file is read by ``engine/io/masks.py`` (any image format, binarised at ``threshold``);
+        it must be the size of its image or an integer multiple of it, and is box-filtered to the camera's.
+        """
+        from recon.engine.io.images import image_size, resize_image, size_factor
+        from recon.engine.io.masks import read_mask
 
         frame = self.frames[index]
         if frame.mask_path is None:
             return None
-        mask = read_image(frame.mask_path, size=(frame.camera.width, frame.camera.height))
-        return mask[..., 0]
+        mask = read_mask(frame.mask_path, threshold).astype(np.float32)
+        size_factor(frame.mask_path, (mask.shape[1], mask.shape[0]), frame.image_path, image_size(frame.image_path))
+        size = (frame.camera.width, frame.camera.height)
+        return mask if (mask.shape[1], mask.shape[0]) == size else resize_image(mask[..., None], size)[..., 0]
 
     def load_valid(self, index: int) -> np.ndarray | None:
         """Frame ``index``'s valid-pixel mask as float32 [H, W] in {0, 1}, or None when every pixel is valid.

@@ -3,6 +3,13 @@
 * ``sdf`` (IGR / instant-nsr-pl): geometric sphere initialisation; |f| on surface samples, ``|grad f - n|``
   where normals are known (meshes, oriented clouds), an Eikonal term ``(|grad f| - 1)^2`` on surface,
   near-surface and uniform samples, and for unoriented clouds the off-surface term ``exp(-100 |f|)``.
+  A far-field term keeps spurious zero crossings (floating fragments in exported meshes) out of space
+  away from the data: fresh uniform points each step, those farther than ``far_margin`` from every
+  surface sample (judged through a grid of distances made once) and with a known side, pay
+  ``relu(far_margin / 2 - side * f)``. The side is that of the
+  nearest surface sample's normal when the offset makes an angle under 60 degrees with it (else the
+  point is left out), and outside (+1) for points beyond the surface's bounding box (how unoriented
+  clouds get any); the true SDF satisfies the term, so it only bites where the field strays.
 * ``occupancy``: binary cross-entropy on a fixed pool of uniform and near-surface samples labelled
   inside/outside by the generalised winding number of the mesh (robust to small holes); meshes only.
 
@@ -23,7 +30,7 @@ import numpy as np
 import torch
 
 from recon.engine.errors import ReconError
-from recon.engine.eval.mesh_metrics import mesh_metrics, sample_surface
+from recon.engine.eval.mesh_metrics import mesh_metrics, nearest_neighbours, sample_surface
 from recon.engine.io.mesh import Shape, read_shape
 from recon.engine.mesh_export import extract_field_mesh
 from recon.engine.models.sdf import SHAPE_HALF_SIZE, FieldArchitecture, FieldModel
@@ -55,12 +62,18 @@ class FieldFitConfig:
     eikonal_weight: float = option(0.1, "weight of the Eikonal term (sdf)")
     normal_weight: float = option(1.0, "weight of the normal term (sdf with normals)")
     offsurface_weight: float = option(0.1, "weight of exp(-100|f|) off the surface (sdf, unoriented clouds)")
+    far_margin: float = option(0.05, "sdf: far-field points lie farther than this from the surface samples "
+                                     "(normalised units; the shape spans 1.6) and keep |f| >= half of it")
+    far_weight: float = option(1.0, "sdf: weight of the far-field term (0: none)")
     eval_resolution: int = option(128, "marching-cubes resolution of the final evaluation (0: skip)")
     eval_samples: int = option(20_000, "surface samples per mesh in the final evaluation")
     checkpoint_every: int = option(1000, "save a checkpoint every this many steps (and at the end)")
 
 
 CONFIG = FieldFitConfig
+FAR_REFERENCE = 10_000  # surface samples that far-field distances and sides are measured against
+FAR_PER_SAMPLE = 4  # far-field points drawn per surface sample of a batch (they cost one forward pass each)
+FAR_GRID = 48  # resolution of the grid of distances and sides the far-field points are looked up in
 
 
 # ----------------------------------------------------------------------------- data
@@ -94,6 +107,8 @@ class _Samples:
     normals: torch.Tensor | None  # [S, 3]
     labelled: torch.Tensor | None = None  # occupancy: [M, 3]
     labels: torch.Tensor | None = None  # [M] float 0/1
+    far_distance: torch.Tensor | None = None  # sdf: [G^3] grid of far_field_grid
+    far_side: torch.Tensor | None = None  # [G^3]
 
 
 def _oriented_mesh(shape: Shape, norm: Normalization) -> tuple[torch.Tensor, torch.Tensor]:
@@ -103,6 +118,39 @@ def _oriented_mesh(shape: Shape, norm: Normalization) -> tuple[torch.Tensor, tor
     if float(torch.linalg.det(vertices[faces]).sum()) < 0:
         faces = faces[:, [0, 2, 1]]
     return vertices, faces
+
+
+def far_points(points: torch.Tensor, surface: torch.Tensor, normals: torch.Tensor | None, margin: float
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Those of ``points`` [N, 3] farther than ``margin`` from every surface sample [S, 3] whose side is
+    clear, and that side [K] (+1 outside, -1 inside; see the module docstring)."""
+    distance, side = _nearest_side(points, surface, normals, margin)
+    keep = (distance > margin) & (side != 0)
+    return points[keep], side[keep]
+
+
+def _nearest_side(points: torch.Tensor, surface: torch.Tensor, normals: torch.Tensor | None, margin: float
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance [N] to the nearest surface sample, side [N]: +1 outside, -1 inside, 0 unclear)."""
+    distance, nearest = nearest_neighbours(points, surface)
+    lo, hi = surface.min(0).values, surface.max(0).values
+    outside_box = ((points < lo - margin) | (points > hi + margin)).any(1)
+    side = torch.where(outside_box, 1.0, 0.0)
+    if normals is not None:
+        offset = torch.nn.functional.normalize(points - surface[nearest], dim=1)
+        cosine = (offset * normals[nearest]).sum(1)
+        side = torch.where(cosine.abs() >= 0.5, cosine.sign(), side)
+    return distance, side
+
+
+def far_field_grid(surface: torch.Tensor, normals: torch.Tensor | None, margin: float,
+                   resolution: int = FAR_GRID) -> tuple[torch.Tensor, torch.Tensor]:
+    """(distance, side) [R^3] of the centres of a grid over the domain (see ``_nearest_side``), against
+    every n-th surface sample (at most ``FAR_REFERENCE``): the far-field term looks points up in it."""
+    stride = -(-len(surface) // FAR_REFERENCE)
+    axis = (torch.arange(resolution, dtype=torch.float32) + 0.5) * (2.0 / resolution) - 1.0
+    centres = torch.stack(torch.meshgrid(axis, axis, axis, indexing="ij"), -1).reshape(-1, 3)
+    return _nearest_side(centres, surface[::stride], None if normals is None else normals[::stride], margin)
 
 
 def prepare_samples(shape: Shape, norm: Normalization, config: FieldFitConfig, generator: torch.Generator
@@ -144,7 +192,31 @@ def sdf_loss(model: FieldModel, data: _Samples, config: FieldFitConfig, generato
         loss = loss + config.normal_weight * (grad[:b] - data.normals[idx].to(device)).norm(dim=-1).mean()
     else:
         loss = loss + config.offsurface_weight * torch.exp(-100.0 * values[b:].abs()).mean()
+    if config.far_weight > 0:
+        loss = loss + config.far_weight * _far_loss(model, data, config, generator, device)
     return loss
+
+
+def _far_loss(model: FieldModel, data: _Samples, config: FieldFitConfig, generator: torch.Generator,
+              device: torch.device) -> torch.Tensor:
+    """The far-field hinge on ``FAR_PER_SAMPLE * batch_size`` fresh uniform points. A point's distance to
+    the surface samples is bounded below by its grid cell centre's less its offset from that centre
+    (triangle inequality); points whose bound exceeds ``far_margin`` take the centre's side."""
+    if data.far_distance is None:
+        return torch.zeros((), device=device)
+    resolution = round(len(data.far_distance) ** (1 / 3))
+    points = torch.rand((FAR_PER_SAMPLE * config.batch_size, 3), generator=generator) * 2.0 - 1.0
+    cell = ((points + 1.0) * (resolution / 2.0)).long().clamp(0, resolution - 1)
+    centre = (cell.float() + 0.5) * (2.0 / resolution) - 1.0
+    flat = (cell[:, 0] * resolution + cell[:, 1]) * resolution + cell[:, 2]
+    bound = data.far_distance[flat] - (points - centre).norm(dim=1)
+    side = data.far_side[flat]
+    keep = (bound > config.far_margin) & (side != 0)
+    if not bool(keep.any()):
+        return torch.zeros((), device=device)
+    values = model(points[keep].to(device))
+    # averaged over all drawn points, so its strength follows the share of space far from the data
+    return torch.relu(0.5 * config.far_margin - side[keep].to(device) * values).sum() / len(points)
 
 
 def occupancy_loss(model: FieldModel, data: _Samples, config: FieldFitConfig, generator: torch.Generator,
@@ -196,6 +268,9 @@ def fit(source: Path, config: FieldFitConfig, run_dir: Path, *, resume: bool,
     state, config = rundir.resume_state(run_dir, config.kind, config, resume=resume)
     if config.steps < 1 or config.batch_size < 1:
         raise ReconError(f"--steps and --batch-size must be at least 1, got {config.steps} and {config.batch_size}")
+    if config.far_margin <= 0 or config.far_weight < 0:
+        raise ReconError(f"--far-margin must be positive and --far-weight at least 0, got {config.far_margin} and "
+                         f"{config.far_weight}")
     shape = read_shape(source)
     if config.kind == "occupancy" and not shape.is_mesh:
         raise ReconError(f"{source}: occupancy fitting needs a mesh (.ply/.obj with faces) to tell inside from outside")
@@ -221,6 +296,8 @@ def fit(source: Path, config: FieldFitConfig, run_dir: Path, *, resume: bool,
         what = "mesh" if shape.is_mesh else "oriented points" if shape.normals is not None else "unoriented points"
         rundir.log_line(run_dir, f"start: {config.kind} fit to {len(shape.points)} {what}")
 
+    if config.kind == "sdf" and config.far_weight > 0 and data.far_distance is None:
+        data.far_distance, data.far_side = far_field_grid(data.surface, data.normals, config.far_margin)
     loss_fn = sdf_loss if config.kind == "sdf" else occupancy_loss
     started = time.perf_counter()
     bar = tqdm(range(start, config.steps), initial=start, total=config.steps, desc=config.kind, leave=False)

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from recon.engine.errors import ReconError
+from recon.engine.io.masks import MASK_THRESHOLD, check_threshold
 from recon.engine.models.gaussians import GaussianModel
 from recon.engine.scene.scene import Scene
 from recon.engine.train import distributed, rundir
@@ -59,6 +60,8 @@ class GaussianFitConfig:
     scales_lr: float = option(5e-3, "scale learning rate")
     quats_lr: float = option(1e-3, "rotation learning rate")
     ssim_weight: float = option(0.2, "weight of the D-SSIM term in the loss")
+    mask_threshold: float = option(MASK_THRESHOLD, "frames with a mask (nerfstudio mask_path): pixels whose mask value "
+                                        "(alpha, else the brightest channel, in [0, 1]) is below this do not count")
     random_background: bool = option(False, "composite RGBA training images on a random colour each step")
     strategy: Literal["default", "mcmc"] = option("default", "density control: 3DGS clone/split/prune or MCMC")
     densify_grad_threshold: float = option(2e-4, "screen-space gradient threshold for clone/split")
@@ -152,9 +155,13 @@ def _train_views(scene: Scene, config: GaussianFitConfig, group: Group) -> Train
         raise ReconError(f"--batch-size must be between the number of processes ({group.world}) and the number of"
                          f" training views ({len(cameras)}), got {config.batch_size}")
     indices = scene.train_indices
+    check_threshold(config.mask_threshold)
 
-    def load(i: int) -> tuple[np.ndarray, np.ndarray | None]:  # the mask: an undistorted image's valid pixels
-        return scene.load_image(indices[i], keep_alpha=True), scene.load_valid(indices[i])
+    def load(i: int) -> tuple[np.ndarray, np.ndarray | None]:  # the mask: mask_path's, times the valid pixels
+        mask, valid = scene.load_mask(indices[i], config.mask_threshold), scene.load_valid(indices[i])
+        if mask is not None and valid is not None:  # of an undistorted image
+            mask = mask * valid
+        return scene.load_image(indices[i], keep_alpha=True), valid if mask is None else mask
 
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this host, each holding its images
     store = image_store(load, cameras, group.device, config.images_on, copies)
