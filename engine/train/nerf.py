@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -35,7 +35,7 @@ class NerfFitConfig:
     seed: int = option(0, "random seed")
     downscale: int = option(1, "image downscale factor (1, 2, 4 or 8)")
     test_every: int = option(8, "hold out every N-th image for testing (0: none)")
-    batch_rays: int = option(4096, "rays per step")
+    batch_rays: int = option(0, "rays per step (0: 4096 on a GPU, 1024 on the CPU)")
     samples_per_ray: int = option(256, "samples per ray before empty-space skipping")
     lr: float = option(1e-2, "Adam learning rate (decays 3x at 50%, 75% and 90% of the steps)")
     n_levels: int = option(16, "hash-grid levels")
@@ -50,7 +50,7 @@ class NerfFitConfig:
     box_radius: float = option(1.0, "half-size of the object box (normalised units) around the cameras' focus "
                               "point when the scene has no aabb")
     random_background: bool = option(True, "composite RGBA training images on a random colour per ray")
-    grid_resolution: int = option(128, "occupancy grid cells per axis")
+    grid_resolution: int = option(0, "occupancy grid cells per axis (0: 128 on a GPU, 64 on the CPU)")
     grid_update_every: int = option(16, "update the occupancy grid every this many steps")
     checkpoint_every: int = option(5000, "save a checkpoint every this many steps (and at the end)")
     eval_every: int = option(0, "also measure test PSNR every this many steps (metrics.json 'curve'; "
@@ -58,6 +58,9 @@ class NerfFitConfig:
 
 
 CONFIG = NerfFitConfig
+# Sizes the "0: by device" options take: instant-ngp's on a GPU; on the CPU, where every sample costs
+# microseconds, a quarter of the rays and an eighth of the grid cells (docs/benchmarks.md, issue 19).
+DEVICE_SIZES = {"cuda": {"batch_rays": 4096, "grid_resolution": 128}, "cpu": {"batch_rays": 1024, "grid_resolution": 64}}
 BOX_FORMATS = ("blender", "demo")
 
 
@@ -77,6 +80,12 @@ def architecture(config: NerfFitConfig, scene: Scene) -> NerfArchitecture:
         log2_table_size=config.log2_table_size, base_resolution=config.base_resolution,
         max_resolution=config.max_resolution, hidden=config.hidden, n_samples=config.samples_per_ray,
         background=tuple(float(c) for c in scene.background))
+
+
+def sized_for(config: NerfFitConfig, device: torch.device) -> NerfFitConfig:
+    """``config`` with its "0: by device" options (batch, grid resolution) set for ``device``."""
+    sizes = DEVICE_SIZES["cuda" if device.type == "cuda" else "cpu"]
+    return replace(config, **{name: value for name, value in sizes.items() if getattr(config, name) == 0})
 
 
 def learning_rate(config: NerfFitConfig, step: int) -> float:
@@ -141,8 +150,10 @@ def _restore(state: dict[str, Any], device: torch.device,
 
 def _check(config: NerfFitConfig) -> None:
     problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}"
-                for name in ("steps", "batch_rays", "samples_per_ray", "n_levels", "grid_resolution",
-                             "grid_update_every", "checkpoint_every") if getattr(config, name) < 1]
+                for name in ("steps", "samples_per_ray", "n_levels", "grid_update_every", "checkpoint_every")
+                if getattr(config, name) < 1]
+    problems += [f"--{name.replace('_', '-')} must be 0 (by device) or more, got {getattr(config, name)}"
+                 for name in ("batch_rays", "grid_resolution") if getattr(config, name) < 0]
     if config.eval_every < 0:
         problems.append(f"--eval-every must be 0 or more, got {config.eval_every}")
     if config.n_features not in (1, 2, 4, 8):
@@ -163,6 +174,7 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
     run_dir = Path(run_dir)
     state, config = rundir.resume_state(run_dir, "nerf", config, resume=resume, map_location=device)
     _check(config)
+    config = sized_for(config, device)
     scene = load_scene(source, downscale=config.downscale, test_every=config.test_every).normalized()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
@@ -181,7 +193,8 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run_dir, {"model": "nerf", "source": str(source), **asdict(config)})
         rundir.log_line(run_dir, f"start: {len(scene.train_indices)} train views, "
-                                 f"{'box' if arch.bounded else 'contracted'} scene")
+                                 f"{'box' if arch.bounded else 'contracted'} scene, {config.batch_rays} rays "
+                                 f"per step, occupancy grid {config.grid_resolution}^3 on {device.type}")
 
     fixed_bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
     curve: list[dict[str, float]] = []
