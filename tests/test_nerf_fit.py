@@ -120,3 +120,14 @@ def test_render_of_an_opaque_plane_gives_its_depth():
     away = np.diag([1.0, -1.0, -1.0, 1.0])  # at the origin, looking down -z into the empty half
     empty = model.render(Camera(width=3, height=3, fx=6.0, fy=6.0, cx=1.5, cy=1.5, world_to_camera=away))
     torch.testing.assert_close(empty["rgb"], torch.tensor([0.0, 0.0, 1.0]).expand(3, 3, 3))
+
+
+def test_batch_and_grid_sized_by_device():
+    """0 means "by device": instant-ngp's 4096 rays and 128^3 cells on a GPU, 1024 and 64^3 on the CPU;
+    explicit values are kept."""
+    from recon.engine.train.nerf import sized_for
+
+    cpu = sized_for(NerfFitConfig(), torch.device("cpu"))
+    gpu = sized_for(NerfFitConfig(), torch.device("cuda"))
+    assert (cpu.batch_rays, cpu.grid_resolution, gpu.batch_rays, gpu.grid_resolution) == (1024, 64, 4096, 128)
+    assert sized_for(TINY, torch.device("cpu")) == TINY
