@@ -36,7 +36,11 @@ class NerfFitConfig:
     seed: int = option(0, "random seed")
     downscale: int = option(1, "image downscale factor (1, 2, 4 or 8)")
     test_every: int = option(8, "hold out every N-th image for testing (0: none)")
-    batch_rays: int = option(0, "rays per step (0: 4096 on a GPU, 1024 on the CPU)")
+    batch_rays: int = option(0, "rays of the first step (0: 4096 on a GPU, 1024 on the CPU); later steps adapt "
+                                "the count to --batch-samples")
+    batch_samples: int = option(0, "samples to train per step: each step scales the rays by this over the "
+                                   "samples the last step trained, as instant-ngp does (0: 2^18 on a GPU, "
+                                   "2^16 on the CPU)")
     samples_per_ray: int = option(256, "samples per ray before empty-space skipping")
     lr: float = option(1e-2, "Adam learning rate (decays 3x at 50%, 75% and 90% of the steps)")
     n_levels: int = option(16, "hash-grid levels")
@@ -63,7 +67,8 @@ class NerfFitConfig:
 CONFIG = NerfFitConfig
 # Sizes the "0: by device" options take: instant-ngp's on a GPU; on the CPU, where every sample costs
 # microseconds, a quarter of the rays and an eighth of the grid cells (docs/benchmarks.md, issue 19).
-DEVICE_SIZES = {"cuda": {"batch_rays": 4096, "grid_resolution": 128}, "cpu": {"batch_rays": 1024, "grid_resolution": 64}}
+DEVICE_SIZES = {"cuda": {"batch_rays": 4096, "batch_samples": 2**18, "grid_resolution": 128},
+                "cpu": {"batch_rays": 1024, "batch_samples": 2**16, "grid_resolution": 64}}
 BOX_FORMATS = ("blender", "demo")
 
 
@@ -86,9 +91,16 @@ def architecture(config: NerfFitConfig, scene: Scene) -> NerfArchitecture:
 
 
 def sized_for(config: NerfFitConfig, device: torch.device) -> NerfFitConfig:
-    """``config`` with its "0: by device" options (batch, grid resolution) set for ``device``."""
+    """``config`` with its "0: by device" options (batch rays and samples, grid resolution) set for ``device``."""
     sizes = DEVICE_SIZES["cuda" if device.type == "cuda" else "cpu"]
     return replace(config, **{name: value for name, value in sizes.items() if getattr(config, name) == 0})
+
+
+def next_ray_count(rays: int, samples: int, config: NerfFitConfig) -> int:
+    """Rays for the next step: ``rays`` scaled so that it trains about ``batch_samples`` samples when this step
+    trained ``samples`` (at most doubling per step; between 64 and 16x the first step's rays)."""
+    scale = min(2.0, config.batch_samples / max(samples, 1))
+    return int(min(max(64, round(rays * scale)), 16 * config.batch_rays))
 
 
 def learning_rate(config: NerfFitConfig, step: int) -> float:
@@ -128,8 +140,8 @@ class _TrainPixels:
 
 
 def _checkpoint(model: NerfModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                config: NerfFitConfig, step: int, source: Path, scene: Scene) -> dict[str, Any]:
-    return {"kind": "nerf", "step": step, **model.checkpoint_state(), "optimizer": optimizer.state_dict(),
+                config: NerfFitConfig, step: int, rays: int, source: Path, scene: Scene) -> dict[str, Any]:
+    return {"kind": "nerf", "step": step, "rays": rays, **model.checkpoint_state(), "optimizer": optimizer.state_dict(),
             "normalization": scene.normalization.to_dict(), "config": asdict(config), "source": str(source),
             "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
@@ -159,7 +171,7 @@ def _check(config: NerfFitConfig) -> None:
                 for name in ("steps", "samples_per_ray", "n_levels", "grid_update_every", "checkpoint_every")
                 if getattr(config, name) < 1]
     problems += [f"--{name.replace('_', '-')} must be 0 (by device) or more, got {getattr(config, name)}"
-                 for name in ("batch_rays", "grid_resolution") if getattr(config, name) < 0]
+                 for name in ("batch_rays", "batch_samples", "grid_resolution") if getattr(config, name) < 0]
     if config.eval_every < 0:
         problems.append(f"--eval-every must be 0 or more, got {config.eval_every}")
     if config.n_features not in (1, 2, 4, 8):
@@ -194,19 +206,19 @@ def _fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool, de
 
     if state is not None:
         model, optimizer = _restore(state, device, generator)
-        start = int(state["step"])
+        start, rays = int(state["step"]), int(state.get("rays", config.batch_rays))
         rundir.log_line(run_dir, f"resume at step {start}")
     else:
         arch = architecture(config, scene)
         model = NerfModel(arch).to(device)
         model.grid = OccupancyGrid(config.grid_resolution, threshold=0.01 / model.nominal_step, device=device)
         optimizer = _optimizer(model, config.lr)
-        start = 0
+        start, rays = 0, config.batch_rays
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run_dir, {"model": "nerf", "source": str(source), **asdict(config)})
         rundir.log_line(run_dir, f"start: {len(scene.train_indices)} train views, "
                                  f"{'box' if arch.bounded else 'contracted'} scene, {config.batch_rays} rays "
-                                 f"per step, occupancy grid {config.grid_resolution}^3 on {device.type}"
+                                 f"(then about {config.batch_samples} samples) per step, occupancy grid {config.grid_resolution}^3 on {device.type}"
                                  + (f" ({threads} threads)" if device.type == "cpu" else ""))
 
     fixed_bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
@@ -218,7 +230,7 @@ def _fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool, de
             group["lr"] = learning_rate(config, step)
         if step % config.grid_update_every == 0:
             model.grid.update(model.unit_density, generator)
-        origins, directions, rgba = pixels.sample(config.batch_rays, generator)
+        origins, directions, rgba = pixels.sample(rays, generator)
         background = (torch.rand(len(rgba), 3, generator=generator).to(device) if config.random_background
                       else fixed_bg.expand(len(rgba), 3))
         target = rgba[:, :3] * rgba[:, 3:] + background * (1.0 - rgba[:, 3:])
@@ -229,14 +241,14 @@ def _fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool, de
             loss.backward()
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        done = step + 1
+        done, rays = step + 1, next_ray_count(rays, out["samples"], config)
         if on_step is not None:  # e.g. the live viewer of `recon fit --view`
             on_step(done, model, loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.5f}", psnr=f"{-10 * math.log10(max(loss.item(), 1e-10)):.2f}",
-                            samples=out["samples"])
+                            samples=out["samples"], rays=len(rgba))
         if done % config.checkpoint_every == 0 or done == config.steps:
-            rundir.save_checkpoint(run_dir, _checkpoint(model, optimizer, generator, config, done, source, scene))
+            rundir.save_checkpoint(run_dir, _checkpoint(model, optimizer, generator, config, done, rays, source, scene))
             rundir.log_line(run_dir, f"checkpoint at step {done}")
         if config.eval_every > 0 and done % config.eval_every == 0 and scene.test_indices:
             train_seconds += time.perf_counter() - tick
