@@ -10,6 +10,7 @@ Examples:
   python bench/nerf_cpu.py                       # the issue's command
   python bench/nerf_cpu.py --steps 40 --profile 20
   python bench/nerf_cpu.py --set grid_resolution=128 batch_rays=4096
+  python bench/nerf_cpu.py --field-pass 65536 --threads 2   # one field forward + backward, 3 repeats
 """
 from __future__ import annotations
 
@@ -38,6 +39,22 @@ def _override(config: NerfFitConfig, pairs: list[str]) -> NerfFitConfig:
     return replace(config, **values)
 
 
+def _field_pass(points: int, threads: int) -> None:
+    from recon.engine.models.nerf import NerfArchitecture, NerfModel
+
+    if threads:
+        torch.set_num_threads(threads)
+    model, x = NerfModel(NerfArchitecture()), torch.rand(points, 3)
+    for _ in range(3):
+        before, tick = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
+        sigma, geo = model._field(x)
+        (sigma.sum() + geo.sum()).backward()
+        after = resource.getrusage(resource.RUSAGE_SELF)
+        print(f"field forward + backward, {points} points, {torch.get_num_threads()} threads: wall "
+              f"{time.perf_counter() - tick:.2f} s, user {after.ru_utime - before.ru_utime:.2f} s, system "
+              f"{after.ru_stime - before.ru_stime:.2f} s, minor faults {after.ru_minflt - before.ru_minflt}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scene", default=None, help="scene folder (default: a fresh demo scene)")
@@ -45,7 +62,13 @@ def main() -> None:
     p.add_argument("--downscale", type=int, default=4)
     p.add_argument("--set", nargs="*", default=[], metavar="NAME=VALUE", help="other NerfFitConfig fields")
     p.add_argument("--profile", type=int, default=0, metavar="N", help="print the N costliest functions")
+    p.add_argument("--field-pass", type=int, default=0, metavar="POINTS",
+                   help="instead of a fit, time a forward + backward of the default field over POINTS points")
+    p.add_argument("--threads", type=int, default=0, help="torch threads for --field-pass (0: torch's default)")
     args = p.parse_args()
+    if args.field_pass:
+        _field_pass(args.field_pass, args.threads)
+        return
     config = _override(NerfFitConfig(steps=args.steps, downscale=args.downscale, checkpoint_every=args.steps),
                        args.set)
     with tempfile.TemporaryDirectory(prefix="recon-bench-nerf-cpu-") as tmp:
