@@ -123,18 +123,18 @@ def test_render_of_an_opaque_plane_gives_its_depth():
 
 
 def test_batch_and_grid_sized_by_device():
-    """0 means "by device": instant-ngp's 4096 rays, 2^18 samples and 128^3 cells on a GPU, 1024, 2^16 and
+    """0 means "by device": instant-ngp's 4096 rays, 2^18 samples and 128^3 cells on a GPU, 1024, 2^15 and
     64^3 on the CPU; explicit values are kept. The rays per step follow the sample budget."""
     from recon.engine.train.nerf import sized_for
 
     cpu = sized_for(NerfFitConfig(), torch.device("cpu"))
     gpu = sized_for(NerfFitConfig(), torch.device("cuda"))
     assert (cpu.batch_rays, cpu.grid_resolution, gpu.batch_rays, gpu.grid_resolution) == (1024, 64, 4096, 128)
-    assert (cpu.batch_samples, gpu.batch_samples) == (2**16, 2**18)
+    assert (cpu.batch_samples, gpu.batch_samples) == (2**15, 2**18)
     assert sized_for(TINY, torch.device("cpu")) == TINY
     from recon.engine.train.nerf import next_ray_count
 
-    assert next_ray_count(1000, 2**17, cpu) == 500  # twice the budget: half the rays
-    assert next_ray_count(1000, 2**14, cpu) == 2000  # a quarter: at most doubled per step
+    assert next_ray_count(1000, 2**16, cpu) == 500  # twice the budget: half the rays
+    assert next_ray_count(1000, 2**13, cpu) == 2000  # a quarter: at most doubled per step
     assert next_ray_count(1000, 0, cpu) == 2000 and next_ray_count(100, 2**20, cpu) == 64
     assert next_ray_count(16000, 10, cpu) == 16 * cpu.batch_rays

@@ -40,7 +40,7 @@ class NerfFitConfig:
                                 "the count to --batch-samples")
     batch_samples: int = option(0, "samples to train per step: each step scales the rays by this over the "
                                    "samples the last step trained, as instant-ngp does (0: 2^18 on a GPU, "
-                                   "2^16 on the CPU)")
+                                   "2^15 on the CPU)")
     samples_per_ray: int = option(256, "samples per ray before empty-space skipping")
     lr: float = option(1e-2, "Adam learning rate (decays 3x at 50%, 75% and 90% of the steps)")
     n_levels: int = option(16, "hash-grid levels")
@@ -66,9 +66,9 @@ class NerfFitConfig:
 
 CONFIG = NerfFitConfig
 # Sizes the "0: by device" options take: instant-ngp's on a GPU; on the CPU, where every sample costs
-# microseconds, a quarter of the rays and an eighth of the grid cells (docs/benchmarks.md, issue 19).
+# microseconds, an eighth of the samples per step and of the grid cells (docs/benchmarks.md, issue 19).
 DEVICE_SIZES = {"cuda": {"batch_rays": 4096, "batch_samples": 2**18, "grid_resolution": 128},
-                "cpu": {"batch_rays": 1024, "batch_samples": 2**16, "grid_resolution": 64}}
+                "cpu": {"batch_rays": 1024, "batch_samples": 2**15, "grid_resolution": 64}}
 BOX_FORMATS = ("blender", "demo")
 
 
