@@ -14,6 +14,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--resolution", type=int, default=128, help="image width and height in pixels")
     p.add_argument("--supersample", type=int, default=3,
                    help="rays per pixel along each axis (anti-aliasing; alpha is the covered fraction)")
+    p.add_argument("--lens", choices=("pinhole", "opencv", "fisheye"), default="pinhole",
+                   help="camera lens: an ideal pinhole (Blender transforms files), or the images rendered through "
+                        "real distortion, OPENCV k1=-0.3 or OPENCV_FISHEYE, stored in nerfstudio transforms files")
     p.set_defaults(run=run)
 
 
@@ -21,6 +24,6 @@ def run(args: argparse.Namespace) -> int:
     from recon.engine.scene.demo import write_demo_scene
 
     path = write_demo_scene(args.out, seed=args.seed, views=args.views, resolution=args.resolution,
-                            supersample=args.supersample)
+                            supersample=args.supersample, lens=args.lens)
     print(f"demo scene written to {path}")
     return 0

@@ -8,6 +8,7 @@ the command joins their process group and rank 0 prints the results.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib
 import logging
 import os
@@ -179,8 +180,7 @@ def _fit_with_viewer(module, source: Path, config, run_dir: Path, args: argparse
     from recon.engine.viewer.live import LiveView, training_target
     from recon.engine.viewer.server import Viewer
 
-    target = training_target(source, args.model, getattr(config, "downscale", 1), getattr(config, "test_every", 8),
-                             run_dir)
+    target = training_target(source, args.model, dataclasses.asdict(config), run_dir)
     viewer = Viewer(target, host=args.view_host, port=args.view_port)
     print(f"recon fit: viewer at {viewer.start()} (stops when the fit ends; then `recon view {run_dir}`)", flush=True)
     live = LiveView(viewer, config.steps)

@@ -15,6 +15,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                  "or a video")
     p.add_argument("--downscale", type=int, default=1, choices=(1, 2, 4, 8), help="image downscale factor")
     p.add_argument("--test-every", type=int, default=8, help="hold out every N-th image for testing (0: none)")
+    p.add_argument("--max-fov", type=float, default=120.0,
+                   help="field of view (degrees) kept when undistorting, as recon fit --max-fov (default 120)")
     add_sfm_arguments(p.add_argument_group("structure-from-motion options (as recon fit would be given them)"))
     p.set_defaults(run=run)
 
@@ -30,5 +32,5 @@ def run(args: argparse.Namespace) -> int:
         print(describe_sfm_source(source, sfm_scene_dir(source, Path("runs")), sfm_options(args)))
         return 0
     scene = load_scene(args.scene, downscale=args.downscale, test_every=args.test_every)
-    print(describe_scene(scene))
+    print(describe_scene(scene, args.max_fov))
     return 0

@@ -56,7 +56,7 @@ def main() -> int:
     parser.add_argument("--resolution", type=int, default=256, help="demo video: frame size")
     parser.add_argument("--frames", type=int, default=36, help="demo video: frames kept (recon sfm --frames)")
     parser.add_argument("--matcher", default="auto")
-    parser.add_argument("--mapper", default="incremental")
+    parser.add_argument("--mapper", default="auto")
     args = parser.parse_args()
 
     from recon.engine.eval.poses import pose_errors

@@ -28,6 +28,14 @@ requires_gpu = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a
 KERNEL_DEVICE = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory) -> Path:
+    """recon's caches (undistorted images) go to a folder of this run, never the user's ~/.cache/recon."""
+    folder = tmp_path_factory.mktemp("recon-cache")
+    os.environ["RECON_CACHE"] = str(folder)
+    return folder
+
+
 @pytest.fixture
 def seed() -> int:
     """A fresh seed per test run (printed on failure), unless RECON_TEST_SEED fixes it."""

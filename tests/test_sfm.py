@@ -127,6 +127,7 @@ def test_demo_video_fit_end_to_end(tmp_path, monkeypatch, capsys):
     assert record["video"]["dropped"] == [16] or record["video"]["dropped"] == [17]
     assert len(kept) == target - 1
     assert len(record["registered"]) >= 0.9 * len(kept)
+    assert record["mapper"] == "global"  # --mapper auto for a video; the incremental one misses the focal length
     truth = orbit_cameras(1, resolution)[0]
     (camera,) = record["cameras"]
     assert camera["params"][0] == pytest.approx(truth.fx, rel=0.05), camera

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,18 +27,37 @@ from recon.engine.train import rundir
 
 @dataclass
 class EditSource:
-    """A Gaussian run loaded for editing: model, checkpoint state, config and its scene (normalised)."""
+    """A Gaussian run loaded for editing: model, checkpoint state, config and its scene (normalised) as the run
+    was fitted on it (distorted images undistorted), and ``captured``, the same scene as its files hold it
+    (the cameras that took the photos, in whose pixels user masks and edited images are drawn)."""
 
     run_dir: Path
     model: Any  # GaussianModel
     state: dict[str, Any]
     config: dict[str, Any]
     scene: Scene
+    captured: Scene | None = None  # None: the same as ``scene``
 
     @property
     def view_names(self) -> list[str]:
         """Image file names of every frame (masks and targets are matched against these)."""
-        return [Path(f.image_path).name for f in self.scene.frames]
+        return [Path(f.image_path).name for f in (self.captured or self.scene).frames]
+
+    @property
+    def captured_sizes(self) -> list[tuple[int, int]]:
+        """(width, height) of every frame's photo."""
+        return [(f.camera.width, f.camera.height) for f in (self.captured or self.scene).frames]
+
+    def to_fitted(self, index: int, image: np.ndarray, mode: str = "bilinear") -> tuple[np.ndarray, np.ndarray | None]:
+        """``image`` [H, W, C] drawn on view ``index``'s photo, resampled into the camera the run was fitted to
+        (undistorted), and that view's valid mask [H', W'] (None: every pixel has a source)."""
+        from recon.engine.scene.undistort import resample, undistortion_map, valid_region
+
+        source, target = (self.captured or self.scene).frames[index].camera, self.scene.frames[index].camera
+        if source is target or source.is_pinhole:
+            return image, None
+        where = undistortion_map(source, target)
+        return resample(image, where, source, mode=mode), valid_region(where, source, target)
 
     @property
     def view_sizes(self) -> list[tuple[int, int]]:
@@ -49,6 +68,7 @@ def load_edit_source(run_dir: str | Path, device: torch.device, scene_dir: str |
     """Load a Gaussian run and its scene (from ``scene_dir``, else the folder the run was fitted on)."""
     from recon.engine.models.registry import load_run
     from recon.engine.scene.load import load_scene
+    from recon.engine.scene.undistorted import scene_for_model
 
     run_dir = Path(run_dir)
     config = rundir.read_config(run_dir)
@@ -59,9 +79,11 @@ def load_edit_source(run_dir: str | Path, device: torch.device, scene_dir: str |
     if source is None or not Path(source).is_dir():
         raise ReconError(f"{run_dir}: its scene folder {source} is gone; name it with --scene")
     fit_config = state.get("config", config)
-    scene = load_scene(source, downscale=int(fit_config.get("downscale", 1)),
-                       test_every=int(fit_config.get("test_every", 8)), background=tuple(model.background))
-    return EditSource(run_dir=run_dir, model=model, state=state, config=config, scene=scene)
+    captured = load_scene(source, downscale=int(fit_config.get("downscale", 1)),
+                          test_every=int(fit_config.get("test_every", 8)), background=tuple(model.background))
+    scene, _ = scene_for_model(captured, "gaussians", str(fit_config.get("distortion", "correct")),
+                               float(fit_config.get("max_fov", 120.0)))  # as the fit loaded it (load_fit_scene)
+    return EditSource(run_dir=run_dir, model=model, state=state, config=config, scene=scene, captured=captured)
 
 
 def activated(model: Any) -> dict[str, torch.Tensor]:
@@ -96,8 +118,13 @@ def trace_view_masks(source: EditSource, masks: ViewMasks, label: str | None, th
 
 
 def masks_from_folder(source: EditSource, folder: str | Path) -> ViewMasks:
-    """Masks read from ``folder`` for the run's views (see ``masks.load_view_masks``)."""
-    return load_view_masks(folder, source.view_names, source.view_sizes)
+    """Masks read from ``folder`` for the run's views (see ``masks.load_view_masks``), drawn on the photos and
+    resampled (nearest) into the undistorted cameras of a run fitted on distorted ones."""
+    masks = load_view_masks(folder, source.view_names, source.captured_sizes)
+    if source.captured is None or all(f.camera.is_pinhole for f in source.captured.frames):
+        return masks
+    resampled = [source.to_fitted(v, m.numpy(), mode="nearest")[0] for v, m in zip(masks.view_indices, masks.masks)]
+    return replace(masks, masks=torch.from_numpy(np.stack(resampled)))
 
 
 def masks_from_box(source: EditSource, box: tuple[float, ...]) -> ViewMasks:
@@ -175,14 +202,20 @@ def load_targets(source: EditSource, folder: str | Path, device: torch.device) -
     for path in files:
         if path.stem not in by_stem:
             raise ReconError(f"{path}: no view of the run is named {path.stem!r}")
-        camera = source.scene.frames[by_stem[path.stem]].camera
+        index = by_stem[path.stem]
+        camera, (width, height) = source.scene.frames[index].camera, source.captured_sizes[index]
         image = read_image(path)
-        if size_factor(path, (image.shape[1], image.shape[0]), (camera.width, camera.height)) > 1:
-            image = resize_image(image, (camera.width, camera.height))
+        if size_factor(path, (image.shape[1], image.shape[0]), (width, height)) > 1:
+            image = resize_image(image, (width, height))
         if image.shape[-1] == 1:
             image = np.repeat(image, 3, axis=-1)
         if image.shape[-1] == 4:
             background = np.asarray(source.model.background, dtype=np.float32)
             image = image[..., :3] * image[..., 3:] + background * (1.0 - image[..., 3:])
-        views.append((camera, torch.as_tensor(np.ascontiguousarray(image[..., :3]), device=device)))
+        image, valid = source.to_fitted(index, image[..., :3])
+        if valid is not None:  # pixels with no source pixel ask for what the run renders there now: no pull
+            with torch.no_grad():
+                current = source.model.render(camera, background=source.model.background)["rgb"].cpu().numpy()
+            image = np.where(valid[..., None], image, current)
+        views.append((camera, torch.as_tensor(np.ascontiguousarray(image[..., :3], dtype=np.float32), device=device)))
     return views

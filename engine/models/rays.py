@@ -1,6 +1,7 @@
 """Camera rays and where to sample them: pixel rays (OpenCV convention), box intersection, sample placement.
 
-Pixel (x, y) of a camera is the ray through image point (x + 0.5, y + 0.5), i.e. through pixel centres.
+Pixel (x, y) of a camera is the ray through image point (x + 0.5, y + 0.5), i.e. through pixel centres;
+cameras with lens distortion give the exact ray through the lens model (``undistort.lens_directions``).
 Samples are placed on a fixed grid of ``n_samples`` per ray (with optional jitter while training) either
 uniformly inside an axis-aligned box (object scenes) or uniformly in a disparity-like parameter
 ``s`` with ``t = s`` for ``s < 1`` and ``t = 1 / (2 - s)`` beyond (unbounded scenes, matching the
@@ -22,9 +23,7 @@ def pixel_rays(camera_to_world: torch.Tensor,  # [B, 4, 4] or [4, 4]
     """Origins and unit directions [B, 3] of the rays through image points (x, y)."""
     fx, fy, cx, cy = intrinsics.unbind(-1)
     local = torch.stack([(x - cx) / fx, (y - cy) / fy, torch.ones_like(x)], dim=-1)  # [B, 3]
-    rotation = camera_to_world[..., :3, :3]
-    directions = torch.nn.functional.normalize((rotation @ local[..., None])[..., 0], dim=-1)
-    return camera_to_world[..., :3, 3].expand_as(directions), directions
+    return rotate_rays(camera_to_world, local)
 
 
 def camera_tensors(cameras: list[Camera], device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
@@ -34,9 +33,33 @@ def camera_tensors(cameras: list[Camera], device: torch.device | str = "cpu") ->
     return c2w, intrinsics
 
 
+def lens_directions(camera: Camera, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Unit directions [H*W, 3] in camera coordinates (float32, row-major pixels) through every pixel centre of
+    ``camera``, through its lens. Pixels where a rational lens model cannot be inverted get the pinhole ray."""
+    from recon.engine.scene.undistort import pinhole_camera, pixel_directions
+
+    u, v = np.meshgrid(np.arange(camera.width) + 0.5, np.arange(camera.height) + 0.5)
+    pixels = np.stack([u, v], axis=-1).reshape(-1, 2)
+    local = pixel_directions(pixels, camera)
+    bad = ~np.all(np.isfinite(local), axis=-1)
+    if bad.any():
+        local[bad] = pixel_directions(pixels[bad], pinhole_camera(camera))
+    return torch.as_tensor(local, dtype=torch.float32, device=device)
+
+
+def rotate_rays(camera_to_world: torch.Tensor,  # [B, 4, 4] or [4, 4]
+                local: torch.Tensor,  # [B, 3] directions in camera coordinates
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Origins and unit directions [B, 3] in world coordinates of rays given in camera coordinates."""
+    directions = torch.nn.functional.normalize((camera_to_world[..., :3, :3] @ local[..., None])[..., 0], dim=-1)
+    return camera_to_world[..., :3, 3].expand_as(directions), directions
+
+
 def camera_rays(camera: Camera, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Ray origins and unit directions [H*W, 3] (float32, row-major pixels) through every pixel centre."""
     c2w, intrinsics = camera_tensors([camera], device)
+    if not camera.is_pinhole:
+        return rotate_rays(c2w[0], lens_directions(camera, device))
     u = torch.arange(camera.width, dtype=torch.float32, device=device) + 0.5
     v = torch.arange(camera.height, dtype=torch.float32, device=device) + 0.5
     y, x = torch.meshgrid(v, u, indexing="ij")

@@ -23,12 +23,11 @@ def run_cameras(run_dir: Path, model: Any, state: dict[str, Any]) -> tuple[list[
         stored = {split: [camera_from_dict(d) for d in cams] for split, cams in state["cameras"].items()}
     if stored and (stored.get("train") or stored.get("test")):
         return list(stored.get("train", [])), list(stored.get("test", []))
-    from recon.engine.scene import load_scene
+    from recon.engine.scene.undistorted import load_fit_scene
     from recon.engine.train.rundir import read_config
 
     config = read_config(run_dir)
-    scene = load_scene(config["source"], downscale=int(config.get("downscale", 1)),
-                       test_every=int(config.get("test_every", 8)))
+    scene = load_fit_scene(config["source"], state["kind"], config)
     return [f.camera for f in scene.train_frames], [f.camera for f in scene.test_frames]
 
 

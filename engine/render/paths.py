@@ -13,6 +13,7 @@ import torch
 from recon.engine.errors import ReconError
 from recon.engine.models.gaussians import quat_to_rotmat
 from recon.engine.scene.camera import Camera, focus_point
+from recon.engine.scene.undistort import pinhole_camera
 
 PATHS = ("orbit", "spiral", "interpolate", "test")
 
@@ -61,7 +62,7 @@ def _circle(cameras: list[Camera], frames: int, *, height_wave: float, radius_wa
     e1 = e1 - (e1 @ up) * up
     e1 = e1 / np.linalg.norm(e1)
     e2 = np.cross(up, e1)
-    ref = cameras[0]
+    ref = pinhole_camera(cameras[0])  # novel views: an ideal lens
     out = []
     for i in range(frames):
         t = 2 * np.pi * i / frames
@@ -115,7 +116,7 @@ def interpolate_cameras(cameras: list[Camera], frames: int) -> list[Camera]:
         c2w = np.eye(4)
         c2w[:3, :3] = quat_to_rotmat(torch.from_numpy(_slerp(quats[a], quats[a + 1], t))).numpy()
         c2w[:3, 3] = (1 - t) * c2ws[a][:3, 3] + t * c2ws[a + 1][:3, 3]
-        out.append(cameras[0].with_pose(np.linalg.inv(c2w)))
+        out.append(pinhole_camera(cameras[0]).with_pose(np.linalg.inv(c2w)))
     return out
 
 

@@ -59,7 +59,7 @@ def load_run_source(run_dir: str | Path, device: torch.device, *, with_cameras: 
 
 def _run_scene(run_dir: Path, state: dict[str, Any]) -> Scene | None:
     """The scene a run was fitted on, loaded as the fit loaded it, if its folder still holds it."""
-    from recon.engine.scene import load_scene
+    from recon.engine.scene.undistorted import load_fit_scene
     from recon.engine.train.rundir import read_config
 
     config = state.get("config") or read_config(run_dir)
@@ -67,8 +67,7 @@ def _run_scene(run_dir: Path, state: dict[str, Any]) -> Scene | None:
     if state["kind"] not in ("gaussians", "nerf") or not source or not Path(source).is_dir():
         return None
     try:
-        return load_scene(source, downscale=int(config.get("downscale", 1)),
-                          test_every=int(config.get("test_every", 8)))
+        return load_fit_scene(source, state["kind"], config)
     except ReconError:
         return None
 
@@ -79,12 +78,13 @@ def load_splat_source(path: str | Path, scene_dir: str | Path | None, device: to
     from recon.engine.io.splat_files import read_splats
     from recon.engine.models.gaussians import GaussianModel
     from recon.engine.scene import load_scene
+    from recon.engine.scene.undistorted import scene_for_model
 
     splats = read_splats(path)  # a bad file is refused before the scene is read
     if scene_dir is None:
         model = GaussianModel.from_splats(splats, None, device, antialiased=splats.antialiased)
         return RenderSource(model=model, kind="gaussians", train=[], test=[], normalization=Normalization())
-    scene = load_scene(scene_dir)
+    scene, _ = scene_for_model(load_scene(scene_dir), "gaussians")  # rasterized: undistorted pinhole cameras
     cameras = {"train": [f.camera for f in scene.train_frames], "test": [f.camera for f in scene.test_frames]}
     model = GaussianModel.from_splats(splats, scene.normalization, device, cameras=cameras,
                                       background=scene.background, antialiased=splats.antialiased)

@@ -1,7 +1,9 @@
 """The built-in demo scene: four textured primitives sphere-traced from cameras on a sphere.
 
 Everything about it is known, so later stages can measure against the truth: images (RGBA, alpha is
-the supersampled coverage), Blender-dialect ``transforms_train.json`` / ``transforms_test.json``,
+the supersampled coverage), Blender-dialect ``transforms_train.json`` / ``transforms_test.json`` (with a
+real lens, ``lens="opencv"`` or ``"fisheye"``: the images are traced through the true distortion and the
+files are in the nerfstudio dialect, which carries ``camera_model`` and its coefficients),
 per-object masks ``masks/<object>/<image>.png``, ``geometry.json`` (the exact SDF parameters, read back
 with ``primitives.load_geometry``) and an analytic mesh per object in ``meshes/<object>.ply``.
 Shading is baked (Lambertian + ambient from a fixed light), so every view agrees on a point's colour.
@@ -25,6 +27,7 @@ from recon.engine.io.images import write_image
 from recon.engine.scene.camera import Camera, opengl_to_opencv
 from recon.engine.io.mesh import write_mesh
 from recon.engine.scene.primitives import (Geometry, SceneObject, load_geometry, object_mesh, scene_sdf)
+from recon.engine.scene.undistort import pixel_directions
 
 CAMERA_DISTANCE = 3.8
 TEST_EVERY = 8
@@ -35,6 +38,12 @@ VIEWS_PER_BATCH = 8  # views sphere-traced together (about 1.2M rays at 128 px, 
 # Object layout: centres near the corners of a tetrahedron, so no two objects touch for any seed.
 _CORNER = 0.42
 _JITTER = 0.03
+# Lenses of the demo: (camera model, coefficients). The focal length is the pinhole demo's in every case.
+LENSES = {
+    "pinhole": ("PINHOLE", {}),
+    "opencv": ("OPENCV", {"k1": -0.3, "k2": 0.08, "p1": 0.002, "p2": -0.0015}),  # a phone-like barrel lens
+    "fisheye": ("OPENCV_FISHEYE", {"k1": -0.25, "k2": 0.08, "k3": -0.02, "k4": 0.004}),
+}
 
 
 def _random_rotation(rng: np.random.Generator) -> np.ndarray:
@@ -97,23 +106,30 @@ def camera_angle_x(geometry: Geometry, distance: float) -> float:
     return 2.0 * math.atan(1.02 * radius / math.sqrt(distance ** 2 - radius ** 2))
 
 
-def blender_camera(c2w_opengl: np.ndarray, angle_x: float, resolution: int) -> Camera:
-    """The Camera a Blender-dialect loader builds: square pixels, principal point at the image centre."""
+def blender_camera(c2w_opengl: np.ndarray, angle_x: float, resolution: int, lens: str = "pinhole") -> Camera:
+    """The Camera a Blender-dialect loader builds: square pixels, principal point at the image centre; with
+    the distortion of ``LENSES[lens]``."""
     focal = 0.5 * resolution / math.tan(0.5 * angle_x)
+    model, distortion = LENSES[lens]
     return Camera(width=resolution, height=resolution, fx=focal, fy=focal, cx=0.5 * resolution,
-                  cy=0.5 * resolution, world_to_camera=opengl_to_opencv(c2w_opengl))
+                  cy=0.5 * resolution, world_to_camera=opengl_to_opencv(c2w_opengl), model=model,
+                  distortion=dict(distortion))
 
 
 def camera_rays(camera: Camera, supersample: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
     """Float32 ray origins and unit directions [H*s, W*s, 3] through ``supersample``^2 points per pixel.
 
-    Sub-pixel (row-major) ``[y*s + j, x*s + i]`` passes through image point (x + (i + 0.5)/s, y + (j + 0.5)/s).
+    Sub-pixel (row-major) ``[y*s + j, x*s + i]`` passes through image point (x + (i + 0.5)/s, y + (j + 0.5)/s),
+    through the camera's lens (exact inverse of its distortion).
     """
     s = supersample
     u = (torch.arange(camera.width * s, dtype=torch.float64) + 0.5) / s
     v = (torch.arange(camera.height * s, dtype=torch.float64) + 0.5) / s
     y, x = torch.meshgrid(v, u, indexing="ij")
-    local = torch.stack([(x - camera.cx) / camera.fx, (y - camera.cy) / camera.fy, torch.ones_like(x)], dim=-1)
+    if camera.is_pinhole:
+        local = torch.stack([(x - camera.cx) / camera.fx, (y - camera.cy) / camera.fy, torch.ones_like(x)], dim=-1)
+    else:
+        local = torch.from_numpy(pixel_directions(torch.stack([x, y], dim=-1).numpy(), camera))
     c2w = torch.from_numpy(camera.camera_to_world)
     directions = local @ c2w[:3, :3].T
     directions = directions / torch.linalg.norm(directions, dim=-1, keepdim=True)
@@ -252,22 +268,26 @@ def _check_output_folder(out: Path) -> None:
 
 
 def write_demo_scene(out: str | os.PathLike, *, seed: int = 0, views: int = 64, resolution: int = 128,
-                     supersample: int = 3) -> Path:
+                     supersample: int = 3, lens: str = "pinhole") -> Path:
     """Write the demo scene into ``out`` (built beside it, then renamed into place) and return its path.
 
-    An existing ``out`` must be empty or an earlier demo scene, which is replaced as a whole.
+    An existing ``out`` must be empty or an earlier demo scene, which is replaced as a whole. ``lens`` (a key
+    of ``LENSES``) renders every view through that lens model.
     """
     out = Path(out)
     if seed < 0 or views < 2 or resolution < 8 or supersample < 1:
         raise ReconError(f"{out}: need seed >= 0, at least 2 views, a resolution of at least 8 pixels "
                          "and supersample >= 1")
+    if lens not in LENSES:
+        raise ReconError(f"{out}: unknown lens {lens!r}; choose one of {', '.join(LENSES)}")
     _check_output_folder(out)
     target = out.resolve()  # a name to build beside, also for "." or "scene/.."
     target.parent.mkdir(parents=True, exist_ok=True)
     build = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         with _one_torch_thread():
-            _write_scene_files(build, seed=seed, views=views, resolution=resolution, supersample=supersample)
+            _write_scene_files(build, seed=seed, views=views, resolution=resolution, supersample=supersample,
+                               lens=lens)
         replace_folder(build, target)
     except BaseException:
         shutil.rmtree(build, ignore_errors=True)
@@ -275,13 +295,14 @@ def write_demo_scene(out: str | os.PathLike, *, seed: int = 0, views: int = 64, 
     return out
 
 
-def _write_scene_files(root: Path, *, seed: int, views: int, resolution: int, supersample: int) -> None:
+def _write_scene_files(root: Path, *, seed: int, views: int, resolution: int, supersample: int,
+                       lens: str = "pinhole") -> None:
     """Every file of the scene into the (new, empty) folder ``root``."""
     geometry = demo_geometry(seed)
     angle_x = camera_angle_x(geometry, CAMERA_DISTANCE)
     azimuth = float(np.random.default_rng([seed, 1]).uniform(0.0, 2.0 * math.pi))
     poses = fibonacci_poses(views, CAMERA_DISTANCE, azimuth)
-    cameras = [blender_camera(c2w, angle_x, resolution) for c2w in poses]
+    cameras = [blender_camera(c2w, angle_x, resolution, lens) for c2w in poses]
     names = [f"{i:04d}" for i in range(views)]
     for start in range(0, views, VIEWS_PER_BATCH):
         batch = slice(start, start + VIEWS_PER_BATCH)
@@ -294,10 +315,18 @@ def _write_scene_files(root: Path, *, seed: int, views: int, resolution: int, su
     for i, (name, c2w) in enumerate(zip(names, poses)):
         split = "test" if i % TEST_EVERY == 0 else "train"
         splits[split].append({"file_path": f"./images/{name}", "transform_matrix": c2w.tolist()})
+    header = {"camera_angle_x": angle_x} if lens == "pinhole" else _nerfstudio_intrinsics(cameras[0])
     for split, frames in splits.items():
-        write_json_atomic(root / f"transforms_{split}.json", {"camera_angle_x": angle_x, "frames": frames})
+        write_json_atomic(root / f"transforms_{split}.json", {**header, "frames": frames})
     for obj in geometry.objects:
         write_mesh(root / "meshes" / f"{obj.name}.ply", *object_mesh(obj))
     write_json_atomic(root / "geometry.json", geometry.to_dict(
-        seed=seed, views=views, resolution=resolution, supersample=supersample, camera_distance=CAMERA_DISTANCE))
+        seed=seed, views=views, resolution=resolution, supersample=supersample, camera_distance=CAMERA_DISTANCE,
+        lens=lens))
+
+
+def _nerfstudio_intrinsics(camera: Camera) -> dict:
+    """The nerfstudio transforms.json keys of ``camera``'s intrinsics and distortion."""
+    return {"camera_model": camera.model, "fl_x": camera.fx, "fl_y": camera.fy, "cx": camera.cx, "cy": camera.cy,
+            "w": camera.width, "h": camera.height, **camera.distortion}
 

@@ -6,12 +6,14 @@ from collections import Counter
 import numpy as np
 
 from recon.engine.scene.scene import Scene
+from recon.engine.scene.undistorted import lens_plans
 from recon.engine.sfm.report import read_record, report_from_dict, summary_line
 
 
-def describe_scene(scene: Scene) -> str:
-    """Format, images per split, resolutions, camera models and intrinsics, points, bounds, normalisation and,
-    for a scene made by ``recon sfm``, how it went.
+def describe_scene(scene: Scene, max_fov: float = 120.0) -> str:
+    """Format, images per split, resolutions, camera models and intrinsics, lens handling (which cameras Gaussian
+    fits undistort, into what, with ``max_fov``), points, bounds, normalisation and, for a scene made by
+    ``recon sfm``, how it went.
 
     Bounds are given in the data's original coordinates (the scene itself may be normalised).
     """
@@ -25,6 +27,7 @@ def describe_scene(scene: Scene) -> str:
          + (f" (downscale {scene.downscale})" if scene.downscale != 1 else "")),
         ("camera models", _counted(c.model for c in cameras)),
         ("intrinsics", _intrinsics(scene)),
+        *_lens_rows(scene, max_fov),
         ("points", "none" if scene.points is None else f"{len(scene.points):,}"),
         ("background", ", ".join(f"{v:g}" for v in scene.background)),
         ("camera centres", _bounds(norm.to_original(scene.camera_centers)) + "  (original coordinates)"),
@@ -56,6 +59,17 @@ def _intrinsics(scene: Scene) -> str:
     fx, fy, cx, cy, distortion = next(iter(sets))
     text = f"fx {fx:.6g}, fy {fy:.6g}, cx {cx:.6g}, cy {cy:.6g}"
     return text + "".join(f", {k} {v:.4g}" for k, v in distortion)
+
+
+def _lens_rows(scene: Scene, max_fov: float) -> list[tuple[str, str]]:
+    """What fits do about lens distortion: nothing to do, or per distorted camera the undistortion of Gaussian
+    fits (NeRF traces exact rays)."""
+    plans = lens_plans(scene, max_fov)
+    if not plans:
+        return [("distortion", "none (pinhole cameras)")]
+    rows = [("distortion", "gaussians undistort the images once (cached; --distortion ignore to skip), "
+                           "nerf traces exact rays through the lens")]
+    return rows + [("undistorted", plan.describe()) for plan in plans]
 
 
 def _bounds(points: np.ndarray) -> str:

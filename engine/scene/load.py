@@ -2,8 +2,8 @@
 
 Formats, in the order they are looked for: a COLMAP model (``sparse/0``, ``sparse`` or the folder
 itself), then ``transforms.json`` / ``transforms_train.json`` (Blender, instant-ngp or nerfstudio). A
-Blender-dialect folder with a ``geometry.json`` beside it is recon's demo scene (``source_format``
-``demo``).
+Blender-dialect (or, for a demo with a real lens, nerfstudio-dialect) folder with a ``geometry.json``
+beside it is recon's demo scene (``source_format`` ``demo``).
 """
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def read_scene(root: Path, *, test_every: int = 8, background: tuple[float, floa
         return load_colmap(root, model_dir, test_every=test_every, background=background)
     if has_transforms(root):
         scene = load_transforms(root, test_every=test_every, background=background)
-        if scene.source_format == "blender" and (root / DEMO_MARKER).is_file():
+        if scene.source_format in ("blender", "nerfstudio") and (root / DEMO_MARKER).is_file():
             scene = replace(scene, source_format="demo")
         return scene
     raise ReconError(f"{root}: no scene found (looked for a COLMAP model in sparse/0, sparse/ or the folder "

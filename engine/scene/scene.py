@@ -18,12 +18,14 @@ from recon.engine.scene.camera import Camera, focus_point
 
 @dataclass(frozen=True)
 class Frame:
-    """One image with its camera; ``mask_path`` is an optional per-image foreground mask."""
+    """One image with its camera; ``mask_path`` is an optional per-image foreground mask, ``valid_path`` an
+    optional mask of the pixels that hold image content (an undistorted image's pixels with a source)."""
 
     name: str
     image_path: Path
     camera: Camera
     mask_path: Path | None = None
+    valid_path: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -168,3 +170,16 @@ class Scene:
             return None
         mask = read_image(frame.mask_path, size=(frame.camera.width, frame.camera.height))
         return mask[..., 0]
+
+    def load_valid(self, index: int) -> np.ndarray | None:
+        """Frame ``index``'s valid-pixel mask as float32 [H, W] in {0, 1}, or None when every pixel is valid.
+
+        Undistorted images (``undistorted.undistort_scene``) have one: their pixels with no source pixel are
+        0 and count neither in a fit's loss nor in its metrics.
+        """
+        from recon.engine.io.images import read_image
+
+        frame = self.frames[index]
+        if frame.valid_path is None:
+            return None
+        return (read_image(frame.valid_path)[..., 0] >= 0.5).astype(np.float32)

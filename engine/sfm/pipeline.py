@@ -27,7 +27,7 @@ from typing import Iterator, Literal
 from recon.engine.errors import ReconError
 from recon.engine.io.atomic import replace_folder, write_json_atomic
 from recon.engine.sfm.features import extract_features, images_with_features, import_cameras, sift_device
-from recon.engine.sfm.mapping import map_images
+from recon.engine.sfm.mapping import choose_mapper, map_images
 from recon.engine.sfm.matching import match_images
 from recon.engine.sfm.pairs import choose_matcher
 from recon.engine.sfm.photos import Photo, intake_photos
@@ -47,8 +47,8 @@ class SfmOptions:
     frames: int = option(200, "video: keep about this many frames (the sharpest of each stretch)")
     matcher: Literal["auto", "exhaustive", "sequential", "retrieval"] = option(
         "auto", "image pairs to match: auto is sequential for video, exhaustive up to 100 photos, else retrieval")
-    mapper: Literal["incremental", "global"] = option("incremental", "COLMAP's incremental mapper or the "
-                                                                     "global one (GLOMAP)")
+    mapper: Literal["auto", "incremental", "global"] = option(
+        "auto", "COLMAP's incremental mapper or the global one (GLOMAP): auto is global for video, else incremental")
     camera_model: Literal["auto", "SIMPLE_PINHOLE", "PINHOLE", "SIMPLE_RADIAL", "RADIAL", "OPENCV",
                           "FULL_OPENCV"] = option(
         "auto", "COLMAP camera model: auto is SIMPLE_RADIAL, or OPENCV for a camera shared by 50+ images")
@@ -99,19 +99,20 @@ def run_sfm(source: str | Path, out: str | Path, options: SfmOptions = SfmOption
         matcher = choose_matcher(options.matcher, kind, len(usable))
         with timer("matching"):
             pairs = match_images(database, usable, matcher, partial, progress=progress)
+        mapper = choose_mapper(options.mapper, kind)
         with timer("mapping"):
             try:
-                reconstructions = map_images(database, image_dir, partial, options.mapper, len(usable),
+                reconstructions = map_images(database, image_dir, partial, mapper, len(usable),
                                              progress=progress)
             except (RuntimeError, ValueError) as exc:  # pycolmap's failed checks
                 reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-                raise ReconError(f"{source}: {options.mapper} mapping failed ({reason}); try "
-                                 f"{_advice(kind, matcher, options.mapper)}") from None
+                raise ReconError(f"{source}: {mapper} mapping failed ({reason}); try "
+                                 f"{_advice(kind, matcher, mapper)}") from None
         best = reconstructions[0] if reconstructions else None
         registered = sorted(best.images[i].name for i in best.reg_image_ids()) if best is not None else []
         if len(registered) < max(MIN_IMAGES, math.ceil(len(names) / 2)):
             raise ReconError(f"{source}: only {len(registered)} of {len(names)} images registered (at least half "
-                             f"are needed); try {_advice(kind, matcher, options.mapper)}; the features are kept "
+                             f"are needed); try {_advice(kind, matcher, mapper)}; the features are kept "
                              f"in {partial} and a rerun resumes from them")
         sparse = partial / "sparse" / "0"
         shutil.rmtree(partial / "sparse", ignore_errors=True)
@@ -122,7 +123,7 @@ def run_sfm(source: str | Path, out: str | Path, options: SfmOptions = SfmOption
             points=int(best.num_points3D()), mean_reprojection_error=float(best.compute_mean_reprojection_error()),
             cameras=[{"model": c.model_name, "width": int(c.width), "height": int(c.height),
                       "params": [float(v) for v in c.params]} for _, c in sorted(best.cameras.items())],
-            matcher=matcher, pairs=pairs, mapper=options.mapper,
+            matcher=matcher, pairs=pairs, mapper=mapper,
             models=[int(m.num_reg_images()) for m in reconstructions],
             only_in_other_models=sorted({m.images[i].name for m in reconstructions[1:] for i in m.reg_image_ids()}
                                         - set(registered)),

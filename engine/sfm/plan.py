@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from recon.engine.sfm.features import camera_model_for
+from recon.engine.sfm.mapping import choose_mapper
 from recon.engine.sfm.pairs import choose_matcher
 from recon.engine.sfm.pipeline import SfmOptions, scene_record
 from recon.engine.sfm.report import read_record, summary_line
@@ -41,7 +42,7 @@ def describe_sfm_source(source: Path, scene_dir: Path, options: SfmOptions = Sfm
                                       "recon fit redoes it"))
         matcher = choose_matcher(options.matcher, kind, count)
         rows.append(("recon fit", f"first runs structure from motion into {scene_dir}: {intake}{matcher} matching, "
-                                  f"{options.mapper} mapping, camera model {camera_model_for(options.camera_model, count)} "
+                                  f"{choose_mapper(options.mapper, kind)} mapping, camera model {camera_model_for(options.camera_model, count)} "
                                   "(see recon sfm --help); then fits the scene"))
     width = max(len(name) for name, _ in rows)
     return "\n".join(f"{name:<{width}}  {value}" for name, value in rows)

@@ -70,6 +70,12 @@ class GaussianFitConfig:
     batch_size: int = option(1, "views rendered per step (their losses averaged); learning rates scale by sqrt of it"
                                 " and Adam's betas by its power, as in Grendel-GS; with N processes each renders"
                                 " about 1/N of them")
+    distortion: Literal["correct", "ignore"] = option(
+        "correct", "lens distortion: correct (Gaussians: images undistorted once into pinhole cameras, cached, pixels"
+                   " with no source left out of loss and metrics; NeRF: exact rays through the lens) or ignore"
+                   " (every camera treated as a pinhole)")
+    max_fov: float = option(120.0, "largest field of view (degrees, across each axis) kept when undistorting; "
+                                   "fisheye images beyond it are cropped")
     images_on: Literal["auto", "device", "host", "disk"] = option(
         "auto", "where training images live: on the device, in (pinned) host memory or read from disk, moved to"
                 " the device per step; auto: on the device when they need at most 30% of its free memory, else"
@@ -80,10 +86,18 @@ CONFIG = GaussianFitConfig
 
 
 # ----------------------------------------------------------------------------- set-up
-def _load_scene(source: Path, config: GaussianFitConfig) -> Scene:
+def _load_scene(source: Path, config: GaussianFitConfig) -> tuple[Scene, list[str]]:
+    """The scene, its distorted images undistorted (or their distortion ignored) as ``--distortion`` says, and
+    log lines saying what was undistorted."""
     from recon.engine.scene import load_scene
+    from recon.engine.scene.undistorted import scene_for_model
 
-    return load_scene(source, downscale=config.downscale, test_every=config.test_every)
+    scene = load_scene(source, downscale=config.downscale, test_every=config.test_every)
+    scene, stats = scene_for_model(scene, "gaussians", config.distortion, config.max_fov)
+    if stats is None:
+        return scene, []
+    return scene, [f"undistort: {plan.describe()}" for plan in stats.plans] + [
+        f"undistort: {stats.resampled} images resampled, {stats.cached} read from the cache"]
 
 
 def initial_points(scene: Scene, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,8 +153,8 @@ def _train_views(scene: Scene, config: GaussianFitConfig, group: Group) -> Train
                          f" training views ({len(cameras)}), got {config.batch_size}")
     indices = scene.train_indices
 
-    def load(i: int) -> tuple[np.ndarray, np.ndarray | None]:
-        return scene.load_image(indices[i], keep_alpha=True), None
+    def load(i: int) -> tuple[np.ndarray, np.ndarray | None]:  # the mask: an undistorted image's valid pixels
+        return scene.load_image(indices[i], keep_alpha=True), scene.load_valid(indices[i])
 
     copies = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))  # processes on this host, each holding its images
     store = image_store(load, cameras, group.device, config.images_on, copies)
@@ -275,7 +289,11 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
     state, config = rundir.resume_state(run_dir, "gaussians", config, resume=resume, map_location="cpu",
                                         mmap=group.distributed)  # each process reads only its shard's rows
     _check_config(config)
-    scene = _load_scene(source, config)
+    if not group.is_main:  # rank 0 undistorts first, filling the cache the others then read
+        distributed.broadcast_object(None, group)
+    scene, lens_lines = _load_scene(source, config)
+    if group.is_main:
+        distributed.broadcast_object(None, group)
     generator = torch.Generator().manual_seed(config.seed)  # views and backgrounds: the same in every process
     densify_generator = torch.Generator().manual_seed(_densify_seed(config.seed, group.rank))
     torch.manual_seed(config.seed)
@@ -301,6 +319,8 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
     strategy.number_rows(sum(sizes[:group.rank]), sizes[group.rank], group.device)  # a fresh fit (or an old run)
     log(f"start: {sum(sizes)} Gaussians, {len(views.cameras)} train views, batch {config.batch_size},"
         f" {group.world} process(es), images on {views.store.kind}")
+    for line in lens_lines:
+        log(line)
 
     render = partial(render_sharded, group=group) if group.distributed else render_local
     scale = min(1.0, config.steps / STANDARD_STEPS)

@@ -19,7 +19,7 @@ import torch
 
 from recon.engine.errors import ReconError
 from recon.engine.models.nerf import NerfArchitecture, NerfModel
-from recon.engine.models.rays import camera_tensors, pixel_rays
+from recon.engine.models.rays import camera_tensors, lens_directions, pixel_rays, rotate_rays
 from recon.engine.scene.scene import Scene
 from recon.engine.train import rundir
 from recon.engine.train.options import option
@@ -55,6 +55,8 @@ class NerfFitConfig:
     box_radius: float = option(1.0, "half-size of the object box (normalised units) around the cameras' focus "
                               "point when the scene has no aabb")
     random_background: bool = option(True, "composite RGBA training images on a random colour per ray")
+    distortion: Literal["correct", "ignore"] = option("correct", "lens distortion: correct (exact rays through the "
+                                                      "lens) or ignore (every camera treated as a pinhole)")
     grid_resolution: int = option(0, "occupancy grid cells per axis (0: 128 on a GPU, 64 on the CPU)")
     grid_update_every: int = option(16, "update the occupancy grid every this many steps")
     threads: int = option(0, "CPU threads when fitting on the CPU (0: the cores the load average leaves idle, "
@@ -110,7 +112,11 @@ def learning_rate(config: NerfFitConfig, step: int) -> float:
 
 
 class _TrainPixels:
-    """Every training pixel (RGBA, float16) with its camera, for drawing random rays."""
+    """Every training pixel (RGBA, float16) with its camera, for drawing random rays.
+
+    When a camera has lens distortion, each distinct camera's pixel directions are computed once (exact, through
+    the lens) and rays index them; pinhole-only scenes compute rays from the intrinsics.
+    """
 
     def __init__(self, scene: Scene, device: torch.device):
         frames = scene.train_frames
@@ -127,6 +133,24 @@ class _TrainPixels:
         self.offsets = torch.cumsum(sizes, 0) - sizes  # [F] first pixel of each frame
         self.widths = torch.tensor([f.camera.width for f in frames], device=device)
         self.c2w, self.intrinsics = camera_tensors([f.camera for f in frames], device)
+        self.lens, self.lens_offsets = self._lens_maps([f.camera for f in frames], device)
+
+    @staticmethod
+    def _lens_maps(cameras: list, device: torch.device) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """Camera-space directions [D, 3] of the pixels of each distinct camera and each frame's first row in
+        them [F]; (None, None) when every camera is a pinhole."""
+        if all(c.is_pinhole for c in cameras):
+            return None, None
+        first: dict[tuple, int] = {}
+        maps, offsets, rows = [], [], 0
+        for c in cameras:
+            key = (c.model, c.width, c.height, c.fx, c.fy, c.cx, c.cy, tuple(sorted(c.distortion.items())))
+            if key not in first:
+                first[key] = rows
+                maps.append(lens_directions(c, device))
+                rows += len(maps[-1])
+            offsets.append(first[key])
+        return torch.cat(maps), torch.tensor(offsets, device=device)
 
     def sample(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
         """Origins [B, 3], unit directions [B, 3] and RGBA [B, 4] of ``count`` random pixels."""
@@ -134,6 +158,9 @@ class _TrainPixels:
         frame = torch.searchsorted(self.offsets, index, right=True) - 1
         local = index - self.offsets[frame]
         width = self.widths[frame]
+        if self.lens is not None:
+            origins, directions = rotate_rays(self.c2w[frame], self.lens[self.lens_offsets[frame] + local])
+            return origins, directions, self.pixels[index].float()
         x, y = (local % width).float() + 0.5, torch.div(local, width, rounding_mode="floor").float() + 0.5
         origins, directions = pixel_rays(self.c2w[frame], self.intrinsics[frame], x, y)
         return origins, directions, self.pixels[index].float()
@@ -194,12 +221,14 @@ def _fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool, de
     from tqdm import tqdm
 
     from recon.engine.scene import load_scene
+    from recon.engine.scene.undistorted import scene_for_model
 
     run_dir = Path(run_dir)
     state, config = rundir.resume_state(run_dir, "nerf", config, resume=resume, map_location=device)
     _check(config)
     config = sized_for(config, device)
     scene = load_scene(source, downscale=config.downscale, test_every=config.test_every).normalized()
+    scene, _ = scene_for_model(scene, "nerf", config.distortion)  # exact rays through each lens, or none
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)
     pixels = _TrainPixels(scene, device)

@@ -23,13 +23,14 @@ from recon.engine.viewer.target import ViewTarget
 _log = logging.getLogger("recon.viewer")
 
 
-def training_target(source: Path, kind: str, downscale: int, test_every: int, run_dir: Path) -> ViewTarget:
-    """What the live viewer shows before the first step: the scene's cameras (scene folders) or nothing."""
-    from recon.engine.scene import load_scene
+def training_target(source: Path, kind: str, config: dict, run_dir: Path) -> ViewTarget:
+    """What the live viewer shows before the first step: the scene's cameras (scene folders; loaded as the fit
+    with options ``config`` loads them) or nothing."""
+    from recon.engine.scene.undistorted import load_fit_scene
 
     source = Path(source)
     if source.is_dir():
-        scene = load_scene(source, downscale=downscale, test_every=test_every)
+        scene = load_fit_scene(source, kind, config)
         render_source = RenderSource(model=None, kind=kind, train=[f.camera for f in scene.train_frames],
                                      test=[f.camera for f in scene.test_frames],
                                      normalization=scene.normalization, scene=scene)

@@ -1,0 +1,97 @@
+"""Benchmark fits of the demo scene through real lenses: pinhole vs OPENCV vs OPENCV_FISHEYE, distortion
+corrected vs ignored, Gaussians and NeRF, every fit with the same steps and image size.
+
+For each lens a demo scene is written (``recon demo-scene --lens``), then each model is fitted with
+``--distortion correct`` and (for the distorted lenses) ``--distortion ignore``; the table gives test PSNR /
+SSIM (Gaussians: over the undistorted test images' valid pixels; NeRF: over the original pixels) and the
+training time. It also times loading the undistorted OPENCV scene twice (the second from the cache).
+
+    .venv/bin/python bench/fit_distorted.py --device cpu --tiny      # CPU: small scenes, short schedules
+    .venv/bin/python bench/fit_distorted.py --device cuda            # the pinhole demo's settings
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from nerf import TINY as NERF_TINY  # noqa: E402  (bench/nerf.py's small CPU model)
+
+from recon.engine.scene.demo import write_demo_scene  # noqa: E402
+from recon.engine.train import gaussians, nerf  # noqa: E402
+
+LENSES = ("pinhole", "opencv", "fisheye")
+
+
+def time_cache(source: Path, cache: Path) -> tuple[float, float, int]:
+    """Seconds to load the scene undistorted with an empty cache and again with it filled; frames resampled
+    the second time (0 when the cache is reused)."""
+    from recon.engine.scene import load_scene
+    from recon.engine.scene.undistorted import undistort_scene
+
+    times, resampled = [], 0
+    for _ in range(2):
+        started = time.perf_counter()
+        _, stats = undistort_scene(load_scene(source), cache=cache)
+        times.append(time.perf_counter() - started)
+        resampled = stats.resampled
+    return times[0], times[1], resampled
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--tiny", action="store_true", help="16 views of 64 px; 150 Gaussian steps from 2000 points, "
+                                                       "200 NeRF steps of bench/nerf.py's tiny model")
+    p.add_argument("--models", nargs="+", default=["gaussians", "nerf"], choices=("gaussians", "nerf"))
+    p.add_argument("--lenses", nargs="+", default=list(LENSES), choices=LENSES)
+    p.add_argument("--views", type=int, default=None, help="demo views (default 64; 16 with --tiny)")
+    p.add_argument("--resolution", type=int, default=None, help="demo image size (default 128; 64 with --tiny)")
+    p.add_argument("--gaussian-steps", type=int, default=None, help="default 300 (150 with --tiny)")
+    p.add_argument("--nerf-steps", type=int, default=None, help="default 20000 (200 with --tiny)")
+    args = p.parse_args()
+    views = args.views or (16 if args.tiny else 64)
+    resolution = args.resolution or (64 if args.tiny else 128)
+    g_config = gaussians.GaussianFitConfig(steps=args.gaussian_steps or (150 if args.tiny else 300))
+    if args.tiny:
+        g_config = replace(g_config, init_points=2000, sh_degree=1)
+    n_config = nerf.NerfFitConfig(steps=args.nerf_steps or (200 if args.tiny else 20_000))
+    if args.tiny:
+        n_config = replace(n_config, **NERF_TINY, box_radius=0.5)
+    device = torch.device(args.device)
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="recon-bench-lens-") as tmp:
+        os.environ["RECON_CACHE"] = str(Path(tmp) / "cache")
+        for lens in args.lenses:
+            source = write_demo_scene(Path(tmp) / lens, views=views, resolution=resolution, lens=lens)
+            if lens == "opencv":
+                first, second, resampled = time_cache(source, Path(tmp) / "cache_timing")
+                print(f"undistorted load of the opencv scene: {first:.2f} s with an empty cache, {second:.2f} s from "
+                      f"the cache ({resampled} images resampled the second time)", flush=True)
+            for model in args.models:
+                module, config = (gaussians, g_config) if model == "gaussians" else (nerf, n_config)
+                for distortion in ("correct",) if lens == "pinhole" else ("correct", "ignore"):
+                    run = Path(tmp) / f"{lens}-{model}-{distortion}"
+                    metrics = module.fit(source, replace(config, distortion=distortion, checkpoint_every=config.steps),
+                                         run, resume=False, device=device)
+                    rows.append((lens, model, distortion, config.steps, metrics))
+                    print(f"{lens:8s} {model:9s} {distortion:7s} steps {config.steps:5d}  test PSNR "
+                          f"{metrics['test_psnr']:6.2f} dB  SSIM {metrics['test_ssim']:.3f}  "
+                          f"train {metrics['train_seconds']:7.1f} s", flush=True)
+    print(f"\n{views} views of {resolution} px, device {args.device}")
+    print("| lens | model | distortion | steps | test PSNR | test SSIM | train time |")
+    print("|---|---|---|---|---|---|---|")
+    for lens, model, distortion, steps, m in rows:
+        print(f"| {lens} | {model} | {distortion} | {steps} | {m['test_psnr']:.2f} dB | {m['test_ssim']:.3f} | "
+              f"{m['train_seconds']:.0f} s |")
+
+
+if __name__ == "__main__":
+    main()
