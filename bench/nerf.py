@@ -22,8 +22,8 @@ import torch
 from recon.engine.train.nerf import NerfFitConfig, fit, sized_for
 
 LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lego"
-TINY = dict(batch_rays=256, samples_per_ray=48, n_levels=8, log2_table_size=14, max_resolution=256, hidden=32,
-            grid_resolution=32, grid_update_every=8, lr=2e-2)
+TINY = dict(batch_rays=256, batch_samples=4096, samples_per_ray=48, n_levels=8, log2_table_size=14,
+            max_resolution=256, hidden=32, grid_resolution=32, grid_update_every=8, lr=2e-2)
 
 
 def main() -> None:

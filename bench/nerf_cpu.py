@@ -90,7 +90,8 @@ def main() -> None:
           f"torch threads={torch.get_num_threads()} load before={os.getloadavg()[0]:.1f}")
     print(f"  wall {wall:.1f} s, user {user:.1f} s, system {system:.1f} s, user+system {user + system:.1f} s, "
           f"minor faults {after.ru_minflt - before.ru_minflt}, peak RSS {after.ru_maxrss / 1024:.0f} MiB")
-    print(f"  test PSNR {metrics.get('test_psnr', float('nan')):.2f} dB, SSIM {metrics.get('test_ssim', float('nan')):.3f}, "
+    nan = float("nan")
+    print(f"  test PSNR {metrics.get('test_psnr', nan):.2f} dB, SSIM {metrics.get('test_ssim', nan):.3f}, "
           f"occupied {metrics.get('occupied_fraction', float('nan')):.3f}, load after {os.getloadavg()[0]:.1f}")
     if profiler:
         for key in ("tottime", "cumulative"):

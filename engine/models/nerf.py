@@ -172,7 +172,8 @@ class NerfModel(nn.Module):
         ``composite_rays`` gives the others weight 0, so they add nothing to the image or the gradient;
         one density-only pass without autograd finds them, and the differentiable pass skips them.
         """
-        sigma = torch.cat([self.unit_density(unit[r, s]) for r, s in zip(ray_idx.split(2**16), sample_idx.split(2**16))])
+        chunks = zip(ray_idx.split(2**16), sample_idx.split(2**16))
+        sigma = torch.cat([self.unit_density(unit[r, s]) for r, s in chunks])
         alive = packed_transmittance(sigma * deltas, ray_idx, n_rays) >= EARLY_STOP
         return ray_idx[alive], sample_idx[alive], deltas[alive]
 

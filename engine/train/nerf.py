@@ -247,7 +247,8 @@ def _fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool, de
         rundir.write_config(run_dir, {"model": "nerf", "source": str(source), **asdict(config)})
         rundir.log_line(run_dir, f"start: {len(scene.train_indices)} train views, "
                                  f"{'box' if arch.bounded else 'contracted'} scene, {config.batch_rays} rays "
-                                 f"(then about {config.batch_samples} samples) per step, occupancy grid {config.grid_resolution}^3 on {device.type}"
+                                 f"(then about {config.batch_samples} samples) per step, occupancy grid "
+                                 f"{config.grid_resolution}^3 on {device.type}"
                                  + (f" ({threads} threads)" if device.type == "cpu" else ""))
 
     fixed_bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
