@@ -78,6 +78,7 @@ def main() -> None:
 
             source = write_demo_scene(Path(tmp) / "demo")
         profiler = cProfile.Profile() if args.profile else None
+        load_before = os.getloadavg()[0]
         before, tick = resource.getrusage(resource.RUSAGE_SELF), time.perf_counter()
         if profiler:
             profiler.enable()
@@ -87,7 +88,8 @@ def main() -> None:
         wall, after = time.perf_counter() - tick, resource.getrusage(resource.RUSAGE_SELF)
     user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
     print(f"nerf cpu fit: steps={config.steps} downscale={config.downscale} overrides={args.set or 'none'} "
-          f"torch's default threads={torch.get_num_threads()} (a fit may choose fewer: --threads) load before={os.getloadavg()[0]:.1f}")
+          f"torch's default threads={torch.get_num_threads()} (a fit may choose fewer: --threads), "
+          f"load before {load_before:.1f}")
     print(f"  wall {wall:.1f} s, user {user:.1f} s, system {system:.1f} s, user+system {user + system:.1f} s, "
           f"minor faults {after.ru_minflt - before.ru_minflt}, peak RSS {after.ru_maxrss / 1024:.0f} MiB")
     nan = float("nan")
