@@ -19,11 +19,11 @@ from pathlib import Path
 
 import torch
 
-from recon.engine.train.nerf import NerfFitConfig, fit
+from recon.engine.train.nerf import NerfFitConfig, fit, sized_for
 
 LEGO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "lego"
-TINY = dict(batch_rays=256, samples_per_ray=48, n_levels=8, log2_table_size=14, max_resolution=256, hidden=32,
-            grid_resolution=32, grid_update_every=8, lr=2e-2)
+TINY = dict(batch_rays=256, batch_samples=4096, samples_per_ray=48, n_levels=8, log2_table_size=14,
+            max_resolution=256, hidden=32, grid_resolution=32, grid_update_every=8, lr=2e-2)
 
 
 def main() -> None:
@@ -55,6 +55,7 @@ def main() -> None:
         else:
             source = LEGO if args.scene == "lego" else Path(args.scene)
         metrics = fit(source, config, Path(tmp) / "run", resume=False, device=torch.device(args.device))
+    config = sized_for(config, torch.device(args.device))
     print(f"nerf on {args.device}: scene={args.scene} downscale={config.downscale} steps={config.steps} "
           f"batch={config.batch_rays} samples/ray={config.samples_per_ray} L={config.n_levels} "
           f"T=2^{config.log2_table_size}")

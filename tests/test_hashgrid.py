@@ -10,7 +10,7 @@ from conftest import KERNEL_DEVICE
 from recon.engine.models.encoding import HashGridEncoding, SphericalHarmonicsEncoding
 from recon.kernels import hash_encode
 from recon.kernels.hashgrid import level_resolutions, level_scales, per_level_scale_for
-from recon.kernels.hashgrid.reference import grid_index, hash_encode_reference
+from recon.kernels.hashgrid.reference import _corner_rows, grid_index, hash_encode_reference
 
 pytestmark = pytest.mark.kernels
 
@@ -72,6 +72,17 @@ def test_grid_index_matches_direct_formula(seed):
         assert row == expected
     dense = grid_index(torch.tensor([[1, 2, 3]]), resolution=10, table_size=size)
     assert dense.item() == 1 + 2 * 10 + 3 * 100
+
+
+@pytest.mark.parametrize("resolution,log2_t", [(7, 9), (9, 9), (3000, 10), (2**20, 19)])
+def test_corner_rows_match_grid_index(seed, resolution, log2_t):
+    """The per-axis row construction of the reference equals ``grid_index`` on all 8 corners, in corner order
+    c = x + 2y + 4z (dense levels: 7^3 fits 2^9; hashed: 9^3 does not; huge coordinates)."""
+    g = torch.Generator().manual_seed(seed)
+    lo = torch.randint(0, resolution - 1, (300, 3), generator=g)
+    offsets = torch.tensor([[c & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)])
+    expected = grid_index(lo[:, None, :] + offsets, resolution, 2**log2_t)
+    assert torch.equal(_corner_rows(lo, resolution, 2**log2_t), expected)
 
 
 def test_encoding_matches_trilinear_by_hand(seed):

@@ -15,7 +15,7 @@ from recon.engine.scene.camera import Camera
 from recon.engine.train.nerf import NerfFitConfig, fit
 from recon.engine.train.occupancy_grid import OccupancyGrid
 
-TINY = NerfFitConfig(steps=150, batch_rays=256, samples_per_ray=32, n_levels=6, log2_table_size=12,
+TINY = NerfFitConfig(steps=150, batch_rays=256, batch_samples=4096, samples_per_ray=32, n_levels=6, log2_table_size=12,
                      base_resolution=8, max_resolution=96, hidden=32, grid_resolution=16, grid_update_every=8,
                      box_radius=0.5, checkpoint_every=100, test_every=5, lr=2e-2)
 
@@ -120,3 +120,21 @@ def test_render_of_an_opaque_plane_gives_its_depth():
     away = np.diag([1.0, -1.0, -1.0, 1.0])  # at the origin, looking down -z into the empty half
     empty = model.render(Camera(width=3, height=3, fx=6.0, fy=6.0, cx=1.5, cy=1.5, world_to_camera=away))
     torch.testing.assert_close(empty["rgb"], torch.tensor([0.0, 0.0, 1.0]).expand(3, 3, 3))
+
+
+def test_batch_and_grid_sized_by_device():
+    """0 means "by device": instant-ngp's 4096 rays, 2^18 samples and 128^3 cells on a GPU, 1024, 2^15 and
+    64^3 on the CPU; explicit values are kept. The rays per step follow the sample budget."""
+    from recon.engine.train.nerf import sized_for
+
+    cpu = sized_for(NerfFitConfig(), torch.device("cpu"))
+    gpu = sized_for(NerfFitConfig(), torch.device("cuda"))
+    assert (cpu.batch_rays, cpu.grid_resolution, gpu.batch_rays, gpu.grid_resolution) == (1024, 64, 4096, 128)
+    assert (cpu.batch_samples, gpu.batch_samples) == (2**15, 2**18)
+    assert sized_for(TINY, torch.device("cpu")) == TINY
+    from recon.engine.train.nerf import next_ray_count
+
+    assert next_ray_count(1000, 2**16, cpu) == 500  # twice the budget: half the rays
+    assert next_ray_count(1000, 2**13, cpu) == 2000  # a quarter: at most doubled per step
+    assert next_ray_count(1000, 0, cpu) == 2000 and next_ray_count(100, 2**20, cpu) == 64
+    assert next_ray_count(16000, 10, cpu) == 16 * cpu.batch_rays

@@ -21,6 +21,9 @@ from recon.engine.models.rays import (box_sample_edges, camera_rays, ray_box_int
 from recon.engine.scene.camera import Camera
 from recon.engine.train.occupancy_grid import OccupancyGrid
 from recon.kernels import composite_rays
+from recon.kernels.volume import packed_transmittance
+
+EARLY_STOP = 1e-4  # transmittance below which samples are dropped (composite_rays' rule)
 
 
 class _TruncExp(torch.autograd.Function):
@@ -151,12 +154,28 @@ class NerfModel(nn.Module):
         unit = self.to_unit(points)
         keep = valid & self.grid.is_occupied(unit.reshape(-1, 3)).reshape(valid.shape)
         ray_idx, sample_idx = keep.nonzero(as_tuple=True)
+        deltas = (edges[:, 1:] - edges[:, :-1])[ray_idx, sample_idx]
+        if torch.is_grad_enabled():  # train only the samples that can receive a gradient
+            ray_idx, sample_idx, deltas = self._visible(unit, ray_idx, sample_idx, deltas, len(origins))
         sigma, geo = self._field(unit[ray_idx, sample_idx])
         rgbs = self._colors(geo, directions[ray_idx])
-        deltas = (edges[:, 1:] - edges[:, :-1])[ray_idx, sample_idx]
-        rgb, depth, opacity = composite_rays(sigma, rgbs, deltas, mids[ray_idx, sample_idx], ray_idx, len(origins))
+        rgb, depth, opacity = composite_rays(sigma, rgbs, deltas, mids[ray_idx, sample_idx], ray_idx, len(origins),
+                                             early_stop=EARLY_STOP)
         rgb = rgb + (1.0 - opacity[:, None]) * background
         return {"rgb": rgb, "depth": depth, "opacity": opacity, "samples": len(ray_idx)}
+
+    @torch.no_grad()
+    def _visible(self, unit: torch.Tensor, ray_idx: torch.Tensor, sample_idx: torch.Tensor, deltas: torch.Tensor,
+                 n_rays: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The packed samples whose transmittance is at least ``EARLY_STOP`` (nerfacc's two-pass sampling).
+
+        ``composite_rays`` gives the others weight 0, so they add nothing to the image or the gradient;
+        one density-only pass without autograd finds them, and the differentiable pass skips them.
+        """
+        chunks = zip(ray_idx.split(2**16), sample_idx.split(2**16))
+        sigma = torch.cat([self.unit_density(unit[r, s]) for r, s in chunks])
+        alive = packed_transmittance(sigma * deltas, ray_idx, n_rays) >= EARLY_STOP
+        return ray_idx[alive], sample_idx[alive], deltas[alive]
 
     @torch.no_grad()
     def render(self, camera: Camera, *, background=None, chunk: int = 4096) -> dict[str, torch.Tensor]:

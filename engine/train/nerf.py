@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Literal
 
@@ -25,6 +25,7 @@ from recon.engine.train import rundir
 from recon.engine.train.options import option
 from recon.engine.train.evaluate import evaluate
 from recon.engine.train.occupancy_grid import OccupancyGrid
+from recon.engine.train.threads import cpu_threads
 
 
 @dataclass
@@ -35,7 +36,11 @@ class NerfFitConfig:
     seed: int = option(0, "random seed")
     downscale: int = option(1, "image downscale factor (1, 2, 4 or 8)")
     test_every: int = option(8, "hold out every N-th image for testing (0: none)")
-    batch_rays: int = option(4096, "rays per step")
+    batch_rays: int = option(0, "rays of the first step (0: 4096 on a GPU, 1024 on the CPU); later steps adapt "
+                                "the count to --batch-samples")
+    batch_samples: int = option(0, "samples to train per step: each step scales the rays by this over the "
+                                   "samples the last step trained, as instant-ngp does (0: 2^18 on a GPU, "
+                                   "2^15 on the CPU)")
     samples_per_ray: int = option(256, "samples per ray before empty-space skipping")
     lr: float = option(1e-2, "Adam learning rate (decays 3x at 50%, 75% and 90% of the steps)")
     n_levels: int = option(16, "hash-grid levels")
@@ -52,14 +57,20 @@ class NerfFitConfig:
     random_background: bool = option(True, "composite RGBA training images on a random colour per ray")
     distortion: Literal["correct", "ignore"] = option("correct", "lens distortion: correct (exact rays through the "
                                                       "lens) or ignore (every camera treated as a pinhole)")
-    grid_resolution: int = option(128, "occupancy grid cells per axis")
+    grid_resolution: int = option(0, "occupancy grid cells per axis (0: 128 on a GPU, 64 on the CPU)")
     grid_update_every: int = option(16, "update the occupancy grid every this many steps")
+    threads: int = option(0, "CPU threads when fitting on the CPU (0: the cores the load average leaves idle, "
+                             "unless OMP_NUM_THREADS is set)")
     checkpoint_every: int = option(5000, "save a checkpoint every this many steps (and at the end)")
     eval_every: int = option(0, "also measure test PSNR every this many steps (metrics.json 'curve'; "
                               "0: only at the end)")
 
 
 CONFIG = NerfFitConfig
+# Sizes the "0: by device" options take: instant-ngp's on a GPU; on the CPU, where every sample costs
+# microseconds, an eighth of the samples per step and of the grid cells (docs/benchmarks.md, issue 19).
+DEVICE_SIZES = {"cuda": {"batch_rays": 4096, "batch_samples": 2**18, "grid_resolution": 128},
+                "cpu": {"batch_rays": 1024, "batch_samples": 2**15, "grid_resolution": 64}}
 BOX_FORMATS = ("blender", "demo")
 
 
@@ -79,6 +90,19 @@ def architecture(config: NerfFitConfig, scene: Scene) -> NerfArchitecture:
         log2_table_size=config.log2_table_size, base_resolution=config.base_resolution,
         max_resolution=config.max_resolution, hidden=config.hidden, n_samples=config.samples_per_ray,
         background=tuple(float(c) for c in scene.background))
+
+
+def sized_for(config: NerfFitConfig, device: torch.device) -> NerfFitConfig:
+    """``config`` with its "0: by device" options (batch rays and samples, grid resolution) set for ``device``."""
+    sizes = DEVICE_SIZES["cuda" if device.type == "cuda" else "cpu"]
+    return replace(config, **{name: value for name, value in sizes.items() if getattr(config, name) == 0})
+
+
+def next_ray_count(rays: int, samples: int, config: NerfFitConfig) -> int:
+    """Rays for the next step: ``rays`` scaled so that it trains about ``batch_samples`` samples when this step
+    trained ``samples`` (at most doubling per step; between 64 and 16x the first step's rays)."""
+    scale = min(2.0, config.batch_samples / max(samples, 1))
+    return int(min(max(64, round(rays * scale)), 16 * config.batch_rays))
 
 
 def learning_rate(config: NerfFitConfig, step: int) -> float:
@@ -143,15 +167,18 @@ class _TrainPixels:
 
 
 def _checkpoint(model: NerfModel, optimizer: torch.optim.Optimizer, generator: torch.Generator,
-                config: NerfFitConfig, step: int, source: Path, scene: Scene) -> dict[str, Any]:
-    return {"kind": "nerf", "step": step, **model.checkpoint_state(), "optimizer": optimizer.state_dict(),
+                config: NerfFitConfig, step: int, rays: int, source: Path, scene: Scene) -> dict[str, Any]:
+    return {"kind": "nerf", "step": step, "rays": rays, **model.checkpoint_state(), "optimizer": optimizer.state_dict(),
             "normalization": scene.normalization.to_dict(), "config": asdict(config), "source": str(source),
             "rng": {"torch": torch.get_rng_state(), "generator": generator.get_state(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}}
 
 
 def _optimizer(model: NerfModel, lr: float) -> torch.optim.Adam:
-    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15)
+    """Adam as instant-ngp sets it; the fused implementation (one pass over the 2^19-row tables, about
+    half the CPU time of the per-tensor loop) where torch has one for the device."""
+    fused = model.device.type in ("cpu", "cuda")
+    return torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.99), eps=1e-15, fused=fused)
 
 
 def _restore(state: dict[str, Any], device: torch.device,
@@ -168,8 +195,10 @@ def _restore(state: dict[str, Any], device: torch.device,
 
 def _check(config: NerfFitConfig) -> None:
     problems = [f"--{name.replace('_', '-')} must be at least 1, got {getattr(config, name)}"
-                for name in ("steps", "batch_rays", "samples_per_ray", "n_levels", "grid_resolution",
-                             "grid_update_every", "checkpoint_every") if getattr(config, name) < 1]
+                for name in ("steps", "samples_per_ray", "n_levels", "grid_update_every", "checkpoint_every")
+                if getattr(config, name) < 1]
+    problems += [f"--{name.replace('_', '-')} must be 0 (by device) or more, got {getattr(config, name)}"
+                 for name in ("batch_rays", "batch_samples", "grid_resolution") if getattr(config, name) < 0]
     if config.eval_every < 0:
         problems.append(f"--eval-every must be 0 or more, got {config.eval_every}")
     if config.n_features not in (1, 2, 4, 8):
@@ -183,6 +212,12 @@ def _check(config: NerfFitConfig) -> None:
 def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
         device: torch.device, on_step: Callable[[int, Any, torch.Tensor], None] | None = None) -> dict[str, Any]:
     """Fit a hash-grid NeRF to the scene at ``source``; writes ``run_dir`` and returns the metrics."""
+    with cpu_threads(config.threads, device) as threads:
+        return _fit(source, config, run_dir, resume=resume, device=device, on_step=on_step, threads=threads)
+
+
+def _fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool, device: torch.device,
+         on_step: Callable[[int, Any, torch.Tensor], None] | None, threads: int) -> dict[str, Any]:
     from tqdm import tqdm
 
     from recon.engine.scene import load_scene
@@ -191,6 +226,7 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
     run_dir = Path(run_dir)
     state, config = rundir.resume_state(run_dir, "nerf", config, resume=resume, map_location=device)
     _check(config)
+    config = sized_for(config, device)
     scene = load_scene(source, downscale=config.downscale, test_every=config.test_every).normalized()
     scene, _ = scene_for_model(scene, "nerf", config.distortion)  # exact rays through each lens, or none
     generator = torch.Generator().manual_seed(config.seed)
@@ -199,18 +235,21 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
 
     if state is not None:
         model, optimizer = _restore(state, device, generator)
-        start = int(state["step"])
+        start, rays = int(state["step"]), int(state.get("rays", config.batch_rays))
         rundir.log_line(run_dir, f"resume at step {start}")
     else:
         arch = architecture(config, scene)
         model = NerfModel(arch).to(device)
         model.grid = OccupancyGrid(config.grid_resolution, threshold=0.01 / model.nominal_step, device=device)
         optimizer = _optimizer(model, config.lr)
-        start = 0
+        start, rays = 0, config.batch_rays
         run_dir.mkdir(parents=True, exist_ok=True)
         rundir.write_config(run_dir, {"model": "nerf", "source": str(source), **asdict(config)})
         rundir.log_line(run_dir, f"start: {len(scene.train_indices)} train views, "
-                                 f"{'box' if arch.bounded else 'contracted'} scene")
+                                 f"{'box' if arch.bounded else 'contracted'} scene, {config.batch_rays} rays "
+                                 f"(then about {config.batch_samples} samples) per step, occupancy grid "
+                                 f"{config.grid_resolution}^3 on {device.type}"
+                                 + (f" ({threads} threads)" if device.type == "cpu" else ""))
 
     fixed_bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
     curve: list[dict[str, float]] = []
@@ -221,7 +260,7 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
             group["lr"] = learning_rate(config, step)
         if step % config.grid_update_every == 0:
             model.grid.update(model.unit_density, generator)
-        origins, directions, rgba = pixels.sample(config.batch_rays, generator)
+        origins, directions, rgba = pixels.sample(rays, generator)
         background = (torch.rand(len(rgba), 3, generator=generator).to(device) if config.random_background
                       else fixed_bg.expand(len(rgba), 3))
         target = rgba[:, :3] * rgba[:, 3:] + background * (1.0 - rgba[:, 3:])
@@ -232,14 +271,14 @@ def fit(source: Path, config: NerfFitConfig, run_dir: Path, *, resume: bool,
             loss.backward()
             optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        done = step + 1
+        done, rays = step + 1, next_ray_count(rays, out["samples"], config)
         if on_step is not None:  # e.g. the live viewer of `recon fit --view`
             on_step(done, model, loss)
         if step % 10 == 0:
             bar.set_postfix(loss=f"{loss.item():.5f}", psnr=f"{-10 * math.log10(max(loss.item(), 1e-10)):.2f}",
-                            samples=out["samples"])
+                            samples=out["samples"], rays=len(rgba))
         if done % config.checkpoint_every == 0 or done == config.steps:
-            rundir.save_checkpoint(run_dir, _checkpoint(model, optimizer, generator, config, done, source, scene))
+            rundir.save_checkpoint(run_dir, _checkpoint(model, optimizer, generator, config, done, rays, source, scene))
             rundir.log_line(run_dir, f"checkpoint at step {done}")
         if config.eval_every > 0 and done % config.eval_every == 0 and scene.test_indices:
             train_seconds += time.perf_counter() - tick

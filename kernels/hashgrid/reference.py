@@ -56,27 +56,45 @@ def grid_index(corner: torch.Tensor, resolution: int, table_size: int) -> torch.
     return ((x * PRIMES[0]) ^ (y * PRIMES[1]) ^ (z * PRIMES[2])) & (table_size - 1)
 
 
-_CORNERS = torch.tensor([[(c >> 0) & 1, (c >> 1) & 1, (c >> 2) & 1] for c in range(8)])  # [8, 3]
+def _corner_rows(lo: torch.Tensor, resolution: int, table_size: int) -> torch.Tensor:
+    """Table rows [N, 8] of the 8 corners of the cells whose lowest vertices are ``lo`` [N, 3] (int64).
+
+    Corner ``c`` is vertex ``lo + (c & 1, c >> 1 & 1, c >> 2 & 1)``. The row is a sum (dense) or an XOR
+    (hashed) of one term per axis, so the two terms of each axis are computed once and combined by
+    broadcasting: the same rows as ``grid_index`` without the [N, 8, 3] vertex tensor.
+    """
+    axis = torch.stack([lo, lo + 1], dim=1)  # [N, 2, 3]: the two vertex coordinates of each axis
+    if resolution**3 <= table_size:
+        t = axis * torch.tensor([1, resolution, resolution * resolution], device=lo.device)
+        rows = t[:, :, None, None, 2] + t[:, None, :, None, 1] + t[:, None, None, :, 0]
+    else:
+        t = (axis * torch.tensor(PRIMES, device=lo.device)) & (table_size - 1)
+        rows = t[:, :, None, None, 2] ^ t[:, None, :, None, 1] ^ t[:, None, None, :, 0]
+    return rows.reshape(-1, 8)
 
 
 def hash_encode_reference(positions: torch.Tensor,  # [N, 3]
                           table: torch.Tensor,  # [L, T, F]
                           base_resolution: float,
                           per_level_scale: float) -> torch.Tensor:
-    """Encode points into [N, L*F] features (dtype of ``positions``); differentiable w.r.t. both inputs."""
+    """Encode points into [N, L*F] features (dtype of ``positions``); differentiable w.r.t. both inputs.
+
+    Written for the CPU as much as for reading: per level the 8 corner rows and trilinear weights are
+    [N, 8] tensors built from per-axis terms, and each level's rows are gathered from its own slice of
+    the table (``unbind``), so the table gradient is one [L, T, F] buffer rather than one per level.
+    """
     table_size = check_table(table)
     n_levels, _, n_features = table.shape
     x = positions.clamp(0.0, 1.0)
     scales = level_scales(n_levels, base_resolution, per_level_scale)
-    corners = _CORNERS.to(positions.device)
     outputs = []
-    for level, (scale, resolution) in enumerate(zip(scales, level_resolutions(scales))):
+    for level_table, scale, resolution in zip(table.unbind(0), scales, level_resolutions(scales)):
         pos = x * scale + 0.5  # [N, 3]
         base = torch.floor(pos.detach())
         frac = pos - base  # [N, 3]; gradient flows through pos
-        vertex = base.long()[:, None, :] + corners[None]  # [N, 8, 3]
-        rows = grid_index(vertex, resolution, table_size)  # [N, 8]
-        weights = torch.where(corners[None].bool(), frac[:, None, :], 1.0 - frac[:, None, :]).prod(-1)  # [N, 8]
-        feats = table[level][rows]  # [N, 8, F]
-        outputs.append((weights[..., None] * feats.to(weights.dtype)).sum(1))
+        rows = _corner_rows(base.long(), resolution, table_size)  # [N, 8]
+        w = torch.stack([1.0 - frac, frac], dim=1)  # [N, 2, 3]: weight of the low and high vertex per axis
+        weights = (w[:, :, None, None, 2] * w[:, None, :, None, 1] * w[:, None, None, :, 0]).reshape(-1, 8)
+        feats = level_table.index_select(0, rows.reshape(-1)).reshape(-1, 8, n_features)  # [N, 8, F]
+        outputs.append(torch.bmm(weights[:, None, :], feats.to(weights.dtype))[:, 0])
     return torch.cat(outputs, dim=-1)

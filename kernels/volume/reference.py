@@ -19,6 +19,17 @@ def ray_offsets(ray_indices: torch.Tensor, n_rays: int) -> torch.Tensor:
     return offsets
 
 
+def packed_transmittance(tau: torch.Tensor,  # [S] optical depth sigma * delta of each sample
+                         ray_indices: torch.Tensor,  # [S] sorted (int64)
+                         n_rays: int) -> torch.Tensor:
+    """Transmittance ``T_i = exp(-sum_{k<i} tau_k)`` [S] (dtype of ``tau``) before each sample, within its ray."""
+    inclusive = torch.cumsum(tau.double(), 0)  # float64: long packed sums lose no precision
+    starts = ray_offsets(ray_indices, n_rays)[ray_indices]  # [S] first sample of each sample's ray
+    before_ray = torch.where(starts > 0, inclusive[(starts - 1).clamp_min(0)], torch.zeros_like(inclusive))
+    exclusive = inclusive - tau.double() - before_ray  # sum over earlier samples of the same ray
+    return torch.exp(-exclusive).to(tau.dtype)
+
+
 def composite_rays_reference(sigmas: torch.Tensor,  # [S]
                              rgbs: torch.Tensor,  # [S, 3]
                              deltas: torch.Tensor,  # [S]
@@ -29,11 +40,7 @@ def composite_rays_reference(sigmas: torch.Tensor,  # [S]
     """(rgb [R, 3], depth [R], opacity [R]) of packed samples; differentiable w.r.t. sigmas and rgbs."""
     ray_indices = ray_indices.long()
     tau = sigmas * deltas.detach()  # [S] optical depth of each sample
-    inclusive = torch.cumsum(tau.double(), 0)  # float64: long packed sums lose no precision
-    starts = ray_offsets(ray_indices, n_rays)[ray_indices]  # [S] first sample of each sample's ray
-    before_ray = torch.where(starts > 0, inclusive[(starts - 1).clamp_min(0)], torch.zeros_like(inclusive))
-    exclusive = inclusive - tau.double() - before_ray  # sum over earlier samples of the same ray
-    transmittance = torch.exp(-exclusive).to(sigmas.dtype)
+    transmittance = packed_transmittance(tau, ray_indices, n_rays)
     alive = (transmittance.detach() >= early_stop).to(sigmas.dtype)
     weights = transmittance * (1.0 - torch.exp(-tau)) * alive  # [S]
     rgb = sigmas.new_zeros(n_rays, 3).index_add(0, ray_indices, weights[:, None] * rgbs)
