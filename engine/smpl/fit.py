@@ -11,6 +11,7 @@ mean the same thing in both.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,9 +22,15 @@ from recon.engine.errors import ReconError
 from recon.engine.models.lbs import axis_angle_to_matrix, wrap_axis_angle
 from recon.engine.models.smpl import SMPL
 from recon.engine.smpl import priors
+from recon.engine.smpl.penetration import LimbCapsules, model_capsules
+from recon.engine.smpl.pose_prior import MixturePrior
 from recon.engine.smpl.solver import levenberg_marquardt
 
-REFINE_PRIOR_SCALES = (1.0, 0.1, 0.01)
+# (pose prior, shape prior) weight multipliers of the stages after stage 0. 3D targets (joints, scans) pin the
+# body down, so the priors may fade; 2D keypoints leave depth, limb directions and body size open, so the
+# priors keep a weight that a reprojection gain within the keypoints' noise cannot buy off.
+REFINE_PRIOR_SCALES = ((1.0, 1.0), (0.1, 0.1), (0.01, 0.01))
+KEYPOINT_PRIOR_SCALES = ((1.0, 1.0), (0.3, 1.0), (0.1, 1.0))
 TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck", "left_shoulder",
                 "right_shoulder", "left_collar", "right_collar")
 MM = 1000.0
@@ -35,9 +42,13 @@ class FitConfig:
     """Options of ``recon smpl fit`` (each field becomes a command-line option)."""
 
     iterations: int = field(default=15, metadata={"help": "solver iterations per stage"})
-    pose_prior: float = field(default=3000.0, metadata={
-        "help": "weight of the L2 body-pose prior in the first stage (x0.1 per later stage)"})
+    pose_prior: float = field(default=100.0, metadata={
+        "help": "weight of the CMU Gaussian-mixture pose prior (SMPL skeletons) in the first stage (x0.1 per later stage)"})
+    pose_l2: float = field(default=3000.0, metadata={
+        "help": "weight of the L2 body-pose prior, for skeletons the mixture does not cover (staged likewise)"})
     shape_prior: float = field(default=100.0, metadata={"help": "weight of the L2 shape (betas) prior"})
+    penetration: float = field(default=100.0, metadata={
+        "help": "weight of the limb self-penetration penalty (overlap of limb spheres, mm)"})
     bend_prior: float = field(default=1e4, metadata={"help": "weight of the knee/elbow bending-direction prior"})
     angle_prior: float = field(default=1e4, metadata={"help": "weight of the joint angle-limit prior"})
     smooth: float = field(default=0.0, metadata={"help": "weight of temporal smoothness between frames (0: off)"})
@@ -123,25 +134,46 @@ class _Layout:
         return free
 
 
-def _prior_residuals(params: dict[str, torch.Tensor], model: SMPL, config: FitConfig, scale: float) -> torch.Tensor:
-    """Per-frame prior residuals [F, R] at prior-weight multiplier ``scale``."""
+_BODY_PRIORS: "weakref.WeakKeyDictionary[SMPL, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _body_priors(model: SMPL) -> tuple[MixturePrior | None, LimbCapsules | None]:
+    """The pose mixture and limb spheres of ``model`` (None where its skeleton is not SMPL's), cached: every fit
+    calls this first, outside the solver's forward-mode transform (where buffers cannot be read as numpy)."""
+    key = (model.v_template.device, model.v_template.dtype)
+    cached = _BODY_PRIORS.get(model)
+    if cached is None or cached[0] != key:
+        cached = (key, MixturePrior.for_model(model.joint_names, key[1], key[0]), model_capsules(model))
+        _BODY_PRIORS[model] = cached
+    return cached[1], cached[2]
+
+
+def _prior_residuals(params: dict[str, torch.Tensor], model: SMPL, config: FitConfig,
+                     scale: tuple[float, float]) -> torch.Tensor:
+    """Per-frame prior residuals [F, R] at the (pose, shape) prior-weight multipliers ``scale``."""
     pose = params["body_pose"]
-    return torch.cat([(scale * config.pose_prior) ** 0.5 * priors.pose_l2(pose),
-                      (scale * config.shape_prior) ** 0.5 * priors.shape_l2(params["betas"]),
-                      config.bend_prior ** 0.5 * priors.bend(pose, model.joint_names),
-                      config.angle_prior ** 0.5 * priors.angle_limit(pose)], -1)
+    mixture, spheres = _body_priors(model)
+    out = [(scale[0] * config.pose_prior) ** 0.5 * mixture.residuals(pose) if mixture is not None
+           else (scale[0] * config.pose_l2) ** 0.5 * priors.pose_l2(pose),
+           (scale[1] * config.shape_prior) ** 0.5 * priors.shape_l2(params["betas"]),
+           config.bend_prior ** 0.5 * priors.bend(pose, model.joint_names),
+           config.angle_prior ** 0.5 * priors.angle_limit(pose)]
+    if spheres is not None and config.penetration > 0:
+        out.append(config.penetration ** 0.5 * MM * spheres.overlaps(_posed_joints(model, params)))
+    return torch.cat(out, -1)
 
 
 def _solve(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
-           data: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+           data: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+           schedule: tuple[tuple[float, float], ...] = REFINE_PRIOR_SCALES) -> torch.Tensor:
     """The stages after stage 0: every parameter free, prior weights shrinking; ``data`` gives [F, R]."""
-    for scale in REFINE_PRIOR_SCALES:
+    for scale in schedule:
         x = levenberg_marquardt(lambda z: _all_residuals(layout, z, model, config, data, scale), x, config.iterations)
     return x
 
 
 def _all_residuals(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
-                   data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: float) -> torch.Tensor:
+                   data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: tuple[float, float]) -> torch.Tensor:
     """Residual rows [G', R] for ``x`` [G', W]; per-frame residuals are concatenated per row when coupled."""
     params = layout.unpack(x)
     per_frame = torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1)
@@ -244,6 +276,7 @@ def fit_joints3d(model: SMPL, joints: np.ndarray, config: FitConfig, confidence:
                  name: str = "joints") -> FitResult:
     """Fit to 3D joints ``joints`` [F, J, 3] (metres, the model's joint order); ``confidence`` [F, J]
     weighs them (0 ignores a joint; NaN joints need confidence 0)."""
+    _body_priors(model)
     joints = np.asarray(joints, dtype=np.float64)
     if joints.ndim == 2:
         joints = joints[None]
@@ -310,6 +343,7 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
     The body translation plays the role of the camera translation (the camera stays where given).
     Two starts per frame, facing the camera and facing away, are fitted; the better is kept.
     """
+    _body_priors(model)
     xy = np.asarray(xy, dtype=np.float64)
     conf = np.asarray(confidence, dtype=np.float64)
     if xy.ndim != 3 or xy.shape[-1] != 2 or conf.shape != xy.shape[:2]:
@@ -336,9 +370,9 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
     layout, toward = _coupled_layout(model, frames, config, both[:frames])
     _, away = _coupled_layout(model, frames, config, both[frames:])
     data = lambda q: residual(q, weight, target)  # noqa: E731
-    x = _solve(layout, torch.cat([toward, away]), model, config, data)
+    x = _solve(layout, torch.cat([toward, away]), model, config, data, KEYPOINT_PRIOR_SCALES)
     with torch.no_grad():
-        cost = _all_residuals(layout, x, model, config, data, REFINE_PRIOR_SCALES[-1]).pow(2).sum(-1)
+        cost = _all_residuals(layout, x, model, config, data, KEYPOINT_PRIOR_SCALES[-1]).pow(2).sum(-1)
     half = x.shape[0] // 2
     x = torch.where((cost[half:] < cost[:half])[:, None], x[half:], x[:half])
     result = _finish(layout, x, model)
@@ -451,6 +485,7 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
     axis (orientation and translation only); the best start of each facing (towards +z and away) is refined
     and the better result is kept.
     """
+    _body_priors(model)
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < 10:
         raise ReconError(f"{name}: a scan needs at least 10 points [N, 3] (got shape {list(points.shape)})")
@@ -466,7 +501,7 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
         verts, _ = model(params["betas"], params["global_orient"], params["body_pose"], params["transl"])
         return model_surface_points(verts, model.faces, bary)
 
-    def icp(layout: _Layout, x: torch.Tensor, scale: float | None, free: torch.Tensor | None) -> torch.Tensor:
+    def icp(layout: _Layout, x: torch.Tensor, scale: tuple[float, float] | None, free: torch.Tensor | None) -> torch.Tensor:
         for _ in range(config.iterations):
             with torch.no_grad():
                 d = torch.cdist(surface(layout.unpack(x)), scan[None].expand(x.shape[0], -1, -1))
