@@ -67,7 +67,7 @@ TORSO_CHAIN = ("spine1", "spine2", "spine3", "neck", "left_collar", "right_colla
 
 
 def test_fit_keypoints2d_recovers_under_2px(model, seed):
-    """Monocular fits are ambiguous in depth (a limb bent toward or away from the camera projects alike), so
+    """Noise-free keypoints of the model itself (real motion is test_smpl_mocap.py's). Monocular fits are ambiguous in depth (a limb bent toward or away from the camera projects alike), so
     the truth is a person with a near-upright torso and freely posed limbs, and the orientation bound (60
     degrees; the worst of 200 frames measured was 45) checks the body faces the right way, not its
     exact pose."""
@@ -86,7 +86,9 @@ def test_fit_keypoints2d_recovers_under_2px(model, seed):
     xy_noisy = xy.copy()
     xy_noisy[0, 20] += 150.0
     conf[0, 20] = 0.05
-    result = fit_keypoints2d(model, xy_noisy, conf, camera, FitConfig(iterations=10))
+    # Random poses of every joint are no human's: the default priors, made for real keypoints, would rightly
+    # refuse to reproduce them, so the solver's reach is checked with the pose and shape priors weakened.
+    result = fit_keypoints2d(model, xy_noisy, conf, camera, FitConfig(iterations=10, pose_prior=1.0, shape_prior=1.0))
     with torch.no_grad():
         reproj = np.linalg.norm(camera.project(torch.as_tensor(result.joints)).numpy() - xy, axis=-1)
     assert reproj.mean() < 2.0, f"seed {seed}: mean reprojection {reproj.mean():.2f} px"

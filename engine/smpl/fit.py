@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from recon.engine.errors import ReconError
-from recon.engine.models.lbs import axis_angle_to_matrix, wrap_axis_angle
+from recon.engine.models.lbs import axis_angle_to_matrix, matrix_to_axis_angle, wrap_axis_angle
 from recon.engine.models.smpl import SMPL
 from recon.engine.smpl import priors
 from recon.engine.smpl.penetration import LimbCapsules, model_capsules
@@ -31,6 +31,7 @@ from recon.engine.smpl.solver import levenberg_marquardt
 # priors keep a weight that a reprojection gain within the keypoints' noise cannot buy off.
 REFINE_PRIOR_SCALES = ((1.0, 1.0), (0.1, 0.1), (0.01, 0.01))
 KEYPOINT_PRIOR_SCALES = ((1.0, 1.0), (0.3, 1.0), (0.1, 1.0))
+HEADINGS = 4  # starts per frame of a 2D fit, turned about the body's vertical axis by 360 / HEADINGS degrees
 TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck", "left_shoulder",
                 "right_shoulder", "left_collar", "right_collar")
 MM = 1000.0
@@ -87,47 +88,28 @@ class FitResult:
 
 
 class _Layout:
-    """How the parameters of F frames pack into the solver's rows ``x`` [G, P].
+    """How the parameters of F independent frames pack into the solver's rows ``x`` [F, P]:
+    ``[betas | global_orient | body_pose | transl]`` per row."""
 
-    Independent frames: one row per frame ``[betas | global_orient | body_pose | transl]``. Coupled
-    frames (shared betas or temporal smoothness): a single row, the betas (once when shared) first.
-    """
-
-    def __init__(self, model: SMPL, frames: int, share_betas: bool = False, coupled: bool = False):
+    def __init__(self, model: SMPL, frames: int):
         self.frames, self.num_betas, self.num_pose = frames, model.num_betas, 3 * (model.num_joints - 1)
-        self.share_betas = share_betas
-        self.coupled = coupled or share_betas
         self.motion = 6 + self.num_pose  # orient, pose, transl per frame
 
     def zeros(self, model: SMPL) -> torch.Tensor:
-        own_betas = 0 if self.share_betas else self.num_betas
-        if not self.coupled:
-            return model.v_template.new_zeros(self.frames, self.num_betas + self.motion)
-        width = (self.num_betas if self.share_betas else 0) + self.frames * (own_betas + self.motion)
-        return model.v_template.new_zeros(1, width)
+        return model.v_template.new_zeros(self.frames, self.num_betas + self.motion)
 
     def unpack(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``betas`` [N, L], ``global_orient`` [N, 3], ``body_pose`` [N, P], ``transl`` [N, 3] for ``x`` [G', W]
-        holding any number of stacked copies of the rows (N = F per copy)."""
-        if self.share_betas:
-            betas = x[:, :self.num_betas].repeat_interleave(self.frames, 0)
-            rows = x[:, self.num_betas:].reshape(-1, self.motion)
-        else:
-            rows = x.reshape(-1, self.num_betas + self.motion)
-            betas, rows = rows[:, :self.num_betas], rows[:, self.num_betas:]
+        """``betas`` [N, L], ``global_orient`` [N, 3], ``body_pose`` [N, P], ``transl`` [N, 3] for ``x`` [N, W]
+        (any number N of rows: the solver stacks copies of the frames)."""
+        betas, rows = x[:, :self.num_betas], x[:, self.num_betas:]
         return {"betas": betas, "global_orient": rows[:, :3], "body_pose": rows[:, 3:3 + self.num_pose],
                 "transl": rows[:, 3 + self.num_pose:]}
 
     def pack(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        motion = torch.cat([params["global_orient"], params["body_pose"], params["transl"]], -1)
-        if self.share_betas:
-            return torch.cat([params["betas"][0], motion.reshape(-1)])[None]
-        rows = torch.cat([params["betas"], motion], -1)
-        return rows.reshape(1, -1) if self.coupled else rows
+        return torch.cat([params["betas"], params["global_orient"], params["body_pose"], params["transl"]], -1)
 
     def pose_columns(self) -> torch.Tensor:
         """Bool [P]: the columns of ``x`` holding global orientation and translation (stage 0)."""
-        assert not self.coupled, "stage 0 runs on independent frames"
         free = torch.zeros(self.num_betas + self.motion, dtype=torch.bool)
         free[self.num_betas:self.num_betas + 3] = True
         free[-3:] = True
@@ -174,17 +156,45 @@ def _solve(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
 
 def _all_residuals(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
                    data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: tuple[float, float]) -> torch.Tensor:
-    """Residual rows [G', R] for ``x`` [G', W]; per-frame residuals are concatenated per row when coupled."""
+    """Residual rows [G', R] (data, then priors) for ``x`` [G', W]."""
     params = layout.unpack(x)
-    per_frame = torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1)
-    if not layout.coupled:
-        return per_frame
-    out = [per_frame.reshape(x.shape[0], -1)]
-    if config.smooth > 0 and layout.frames > 1:
-        motion = torch.cat([params["global_orient"], params["body_pose"], MM * params["transl"]], -1)
-        motion = motion.reshape(x.shape[0], layout.frames, -1)
-        out.append(config.smooth ** 0.5 * priors.temporal(motion.transpose(0, 1)).transpose(0, 1).reshape(x.shape[0], -1))
-    return torch.cat(out, -1)
+    return torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1)
+
+
+def refine_sequence(model: SMPL, x: torch.Tensor, config: FitConfig,
+                    data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: tuple[float, float]) -> torch.Tensor:
+    """Fitted frames ``x`` [F, P] refined together: one shape for all frames (``share_betas``; the frames' mean to
+    start) and temporal smoothness (``smooth``), with L-BFGS on the whole sequence's objective (the frames
+    couple, so the per-row Levenberg-Marquardt solver does not apply; its dense Jacobian would have F * P columns)."""
+    layout = _Layout(model, x.shape[0])
+    start = layout.unpack(x.detach())
+    betas = start["betas"].mean(0, keepdim=True) if config.share_betas else start["betas"]
+    variables = [v.clone().requires_grad_(True) for v in (betas, start["global_orient"], start["body_pose"],
+                                                           start["transl"])]
+    optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=20 * config.iterations, history_size=50,
+                                  tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def params_of() -> dict[str, torch.Tensor]:
+        return {"betas": variables[0].expand(x.shape[0], -1), "global_orient": variables[1],
+                "body_pose": variables[2], "transl": variables[3]}
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        params = params_of()
+        cost = torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1).pow(2).sum()
+        if config.smooth > 0 and x.shape[0] > 1:
+            motion = torch.cat([params["global_orient"], params["body_pose"], MM * params["transl"]], -1)
+            cost = cost + config.smooth * priors.temporal(motion).pow(2).sum()
+        cost.backward()
+        return cost
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        return layout.pack(params_of())
+
+
+def _couples(config: FitConfig, frames: int) -> bool:
+    return frames > 1 and (config.share_betas or config.smooth > 0)
 
 
 def _tile(values: torch.Tensor, rows: int) -> torch.Tensor:
@@ -205,29 +215,6 @@ def _check_targets(name: str, values: np.ndarray, confidence: np.ndarray, model:
         frame = int(np.argmin(usable))
         raise ReconError(f"{name}: frame {frame} has only {int(usable[frame])} usable joints "
                          f"(confidence >= {min_conf}); at least {min_joints} are needed")
-
-
-def _rotation_to_axis_angle(rot: np.ndarray) -> np.ndarray:
-    """Axis-angle [3] of a rotation matrix [3, 3] (via the quaternion, stable near pi)."""
-    m = rot
-    trace = np.trace(m)
-    candidates = [trace, m[0, 0], m[1, 1], m[2, 2]]
-    k = int(np.argmax(candidates))
-    if k == 0:
-        w = np.sqrt(1.0 + trace) / 2
-        q = np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)])
-    else:
-        i, j, l = k - 1, k % 3, (k + 1) % 3
-        s = np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[l, l], 1e-12)) * 2
-        q = np.zeros(4)
-        q[0] = (m[l, j] - m[j, l]) / s
-        q[1 + i] = s / 4
-        q[1 + j] = (m[j, i] + m[i, j]) / s
-        q[1 + l] = (m[l, i] + m[i, l]) / s
-    q = q / np.linalg.norm(q) * (1.0 if q[0] >= 0 else -1.0)
-    sin_half = np.linalg.norm(q[1:])
-    angle = 2 * np.arctan2(sin_half, q[0])
-    return q[1:] * (angle / sin_half) if sin_half > 1e-12 else 2 * q[1:]
 
 
 def _kabsch(source: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -266,12 +253,6 @@ def _wrap_orientation(layout: _Layout, x: torch.Tensor) -> torch.Tensor:
     return layout.pack({**params, "global_orient": wrap_axis_angle(params["global_orient"])})
 
 
-def _coupled_layout(model: SMPL, frames: int, config: FitConfig, start: torch.Tensor) -> tuple[_Layout, torch.Tensor]:
-    """The layout of the refining stages and ``start`` [F, P] (independent layout) repacked into it."""
-    layout = _Layout(model, frames, config.share_betas, coupled=config.smooth > 0 and frames > 1)
-    return layout, layout.pack(_Layout(model, frames).unpack(start))
-
-
 def fit_joints3d(model: SMPL, joints: np.ndarray, config: FitConfig, confidence: np.ndarray | None = None,
                  name: str = "joints") -> FitResult:
     """Fit to 3D joints ``joints`` [F, J, 3] (metres, the model's joint order); ``confidence`` [F, J]
@@ -299,8 +280,11 @@ def fit_joints3d(model: SMPL, joints: np.ndarray, config: FitConfig, confidence:
 
     x = _init_from_torso(model, target, torso)
     x = _stage0(model, x, config, lambda q: residual(q, torso))
-    layout, x = _coupled_layout(model, joints.shape[0], config, x)
-    result = _finish(layout, _solve(layout, x, model, config, lambda q: residual(q, weight)), model)
+    layout = _Layout(model, joints.shape[0])
+    x = _solve(layout, x, model, config, lambda q: residual(q, weight))
+    if _couples(config, joints.shape[0]):
+        x = refine_sequence(model, x, config, lambda q: residual(q, weight), REFINE_PRIOR_SCALES[-1])
+    result = _finish(layout, x, model)
     err = np.linalg.norm(result.joints - joints, axis=-1) * MM  # [F, J] mm
     used = conf >= config.min_confidence
     per_frame = [float(e[u].mean()) for e, u in zip(err, used)]
@@ -325,7 +309,7 @@ def _init_from_torso(model: SMPL, target: torch.Tensor, weight: torch.Tensor) ->
         root = rest[f, 0]
         # posed = R (x - root) + root + transl sends the rest centre to the target centre
         params["transl"][f] = torch.as_tensor(centre_tgt - rot @ (centre_rest - root) - root)
-        params["global_orient"][f] = torch.as_tensor(_rotation_to_axis_angle(rot))
+        params["global_orient"][f] = matrix_to_axis_angle(torch.as_tensor(rot))
     return layout.pack(params)
 
 
@@ -362,19 +346,22 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
         w, tgt = _tile(w, proj.shape[0]), _tile(tgt, proj.shape[0])
         return (w.sqrt()[..., None] * robust_residuals(proj - tgt, config.sigma)).reshape(proj.shape[0], -1)
 
-    # Both facing candidates (rows: every frame facing the camera, then every frame facing away) go
-    # through every stage, as in SMPLify; each frame (the whole sequence when coupled) keeps the one
-    # with the lower final objective, priors included, which settles the monocular front/back ambiguity.
-    both = _init_facing_camera(model, np.where(used[..., None], xy, np.nan), camera)
-    both = _stage0(model, both, config, lambda q: residual(q, torso, target))
-    layout, toward = _coupled_layout(model, frames, config, both[:frames])
-    _, away = _coupled_layout(model, frames, config, both[frames:])
+    # HEADINGS starts per frame (rows h * F + f: facing the camera, then turned by a quarter turn at a time) go
+    # through every stage, as SMPLify does with its two facings; each frame keeps the start with the lowest final
+    # objective, priors included, which settles the monocular front/back ambiguity. Sequences are then refined
+    # as a whole (one shape, smooth motion).
+    starts = _init_facing_camera(model, np.where(used[..., None], xy, np.nan), camera)
+    starts = _stage0(model, starts, config, lambda q: residual(q, torso, target))
     data = lambda q: residual(q, weight, target)  # noqa: E731
-    x = _solve(layout, torch.cat([toward, away]), model, config, data, KEYPOINT_PRIOR_SCALES)
+    layout = _Layout(model, starts.shape[0])
+    x = _solve(layout, starts, model, config, data, KEYPOINT_PRIOR_SCALES)
     with torch.no_grad():
         cost = _all_residuals(layout, x, model, config, data, KEYPOINT_PRIOR_SCALES[-1]).pow(2).sum(-1)
-    half = x.shape[0] // 2
-    x = torch.where((cost[half:] < cost[:half])[:, None], x[half:], x[:half])
+    best = cost.reshape(HEADINGS, frames).argmin(0)
+    x = x.reshape(HEADINGS, frames, -1)[best, torch.arange(frames)]
+    layout = _Layout(model, frames)
+    if _couples(config, frames):
+        x = refine_sequence(model, x, config, data, KEYPOINT_PRIOR_SCALES[-1])
     result = _finish(layout, x, model)
     with torch.no_grad():
         proj = camera.project(torch.as_tensor(result.joints)).numpy()
@@ -386,20 +373,27 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
 
 
 def _init_facing_camera(model: SMPL, xy: np.ndarray, camera: PinholeCamera) -> torch.Tensor:
-    """Starts x [2F, P]: facing the camera (first F rows) and facing away, each with the translation
-    that puts the visible joints' centre on their keypoints' centre at the depth where the model's
-    torso length matches the observed one (SMPLify's camera initialisation). ``xy`` [F, J, 2], NaN = unused."""
+    """Starts x [HEADINGS * F, P] (rows h * F + f): facing the camera, then turned about the vertical axis by
+    360 / HEADINGS degrees at a time, each with the translation that puts the visible joints' centre on their
+    keypoints' centre at the depth where the model's torso length matches the observed one (SMPLify's camera
+    initialisation), in the mixture's mean pose where the model has one. ``xy`` [F, J, 2], NaN = unused."""
     frames = xy.shape[0]
     w2c = np.asarray(camera.world_to_camera, dtype=np.float64)
     rot_wc = w2c[:3, :3]
     flip_x = np.diag([1.0, -1.0, -1.0])  # model y up, facing +z  ->  camera y down, facing the camera
-    turn_y = np.diag([-1.0, 1.0, -1.0])
-    layout = _Layout(model, 2 * frames)
+    layout = _Layout(model, HEADINGS * frames)
     x = layout.zeros(model)
     params = layout.unpack(x)
-    rest = model.rest_joints(params["betas"][:1])[0].cpu().numpy()
+    mixture, _ = _body_priors(model)
+    if mixture is not None:  # start from the mixture's mean pose (arms down, as people stand), as SMPLify does
+        params["body_pose"][:] = mixture.mean_pose()
+    with torch.no_grad():
+        rest = _posed_joints(model, {k: v[:1] for k, v in params.items()})[0].cpu().numpy()  # at the origin
     index = {n: j for j, n in enumerate(model.joint_names)}
-    for k, rot in enumerate([rot_wc.T @ flip_x, rot_wc.T @ flip_x @ turn_y]):
+    for k in range(HEADINGS):
+        angle = 2 * np.pi * k / HEADINGS
+        turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+        rot = rot_wc.T @ flip_x @ turn
         for f in range(frames):
             used = np.isfinite(xy[f]).all(-1)
             depth = _depth_from_torso(rest, xy[f], used, index, camera)
@@ -407,7 +401,7 @@ def _init_facing_camera(model: SMPL, xy: np.ndarray, camera: PinholeCamera) -> t
             ray = np.array([(centre_px[0] - camera.cx) / camera.fx, (centre_px[1] - camera.cy) / camera.fy, 1.0])
             world_centre = rot_wc.T @ (ray * depth - w2c[:3, 3])
             params["transl"][k * frames + f] = torch.as_tensor(world_centre - rot @ (centre_rest - rest[0]) - rest[0])
-            params["global_orient"][k * frames + f] = torch.as_tensor(_rotation_to_axis_angle(rot))
+            params["global_orient"][k * frames + f] = matrix_to_axis_angle(torch.as_tensor(rot))
     return layout.pack(params)
 
 

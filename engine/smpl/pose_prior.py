@@ -69,7 +69,12 @@ class MixturePrior:
         self.chol = as_t(mixture.precision_chol)
         constants = mixture.constants()
         self.offsets = as_t(np.sqrt(constants - constants.min()))
+        self.weights = as_t(mixture.weights)
         self.joint_names = mixture.joint_names
+
+    def mean_pose(self) -> torch.Tensor:
+        """The mixture's mean body pose [D] (the weighted mean of the component means)."""
+        return self.weights @ self.means
 
     @classmethod
     def for_model(cls, joint_names: list[str] | tuple[str, ...], dtype: torch.dtype, device: torch.device,
