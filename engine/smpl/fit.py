@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import weakref
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -26,11 +26,22 @@ from recon.engine.smpl.penetration import LimbCapsules, model_capsules
 from recon.engine.smpl.pose_prior import MixturePrior
 from recon.engine.smpl.solver import levenberg_marquardt
 
-# (pose prior, shape prior) weight multipliers of the stages after stage 0. 3D targets (joints, scans) pin the
-# body down, so the priors may fade; 2D keypoints leave depth, limb directions and body size open, so the
-# priors keep a weight that a reprojection gain within the keypoints' noise cannot buy off.
-REFINE_PRIOR_SCALES = ((1.0, 1.0), (0.1, 0.1), (0.01, 0.01))
-KEYPOINT_PRIOR_SCALES = ((1.0, 1.0), (0.3, 1.0), (0.1, 1.0))
+class PriorScale(NamedTuple):
+    """One stage's multipliers of the pose and shape prior weights, and which pose prior it uses: the CMU mixture
+    (2D fits, where the data leave limb depth open) or L2 on the axis-angles (3D targets pin the pose down, and
+    need not be everyday poses)."""
+
+    pose: float
+    shape: float
+    mixture: bool = False
+
+
+# 3D targets (joints, scans) pin the body down, so the priors may fade; 2D keypoints leave depth, limb
+# directions and body size open, so the priors keep a weight that a reprojection gain within the keypoints'
+# noise cannot buy off, and the shape prior never fades.
+REFINE_PRIOR_SCALES = (PriorScale(1.0, 1.0), PriorScale(0.1, 0.1), PriorScale(0.01, 0.01))
+KEYPOINT_PRIOR_SCALES = (PriorScale(1.0, 1.0, True), PriorScale(0.3, 1.0, True), PriorScale(0.1, 1.0, True))
+SEQUENCE_SMOOTH = 1000.0  # the default ``smooth`` of keypoint sequences (rad^2 and m^2 of acceleration per frame)
 HEADINGS = 4  # starts per frame of a 2D fit, turned about the body's vertical axis by 360 / HEADINGS degrees
 TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck", "left_shoulder",
                 "right_shoulder", "left_collar", "right_collar")
@@ -44,15 +55,17 @@ class FitConfig:
 
     iterations: int = field(default=15, metadata={"help": "solver iterations per stage"})
     pose_prior: float = field(default=100.0, metadata={
-        "help": "weight of the CMU Gaussian-mixture pose prior (SMPL skeletons) in the first stage (x0.1 per later stage)"})
+        "help": "weight of the CMU Gaussian-mixture pose prior of 2D fits (SMPL skeletons) in the first stage"})
     pose_l2: float = field(default=3000.0, metadata={
-        "help": "weight of the L2 body-pose prior, for skeletons the mixture does not cover (staged likewise)"})
+        "help": "weight of the L2 body-pose prior (3D fits, and skeletons the mixture does not cover), first stage"})
     shape_prior: float = field(default=100.0, metadata={"help": "weight of the L2 shape (betas) prior"})
     penetration: float = field(default=100.0, metadata={
         "help": "weight of the limb self-penetration penalty (overlap of limb spheres, mm)"})
     bend_prior: float = field(default=1e4, metadata={"help": "weight of the knee/elbow bending-direction prior"})
     angle_prior: float = field(default=1e4, metadata={"help": "weight of the joint angle-limit prior"})
-    smooth: float = field(default=0.0, metadata={"help": "weight of temporal smoothness between frames (0: off)"})
+    smooth: float = field(default=0.0, metadata={
+        "help": "weight of temporal smoothness: squared accelerations of the pose (rad) and translation (m) per "
+                "frame (0: off; keypoint sequences default to 1000)"})
     share_betas: bool = field(default=False, metadata={"help": "one body shape for all frames"})
     sigma: float = field(default=100.0, metadata={"help": "Geman-McClure scale of 2D residuals, pixels"})
     min_confidence: float = field(default=0.1, metadata={"help": "keypoints below this confidence are ignored"})
@@ -85,6 +98,20 @@ class FitResult:
     vertices: np.ndarray  # [F, V, 3]
     joints: np.ndarray  # [F, J, 3]
     report: dict
+
+    def rows(self, start: int, stop: int) -> "FitResult":
+        """Frames ``start:stop`` of a fit whose frames were independent, with their own report (the per-frame
+        entries sliced, their means and maxima recomputed)."""
+        report = {k: v for k, v in self.report.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+        for key, values in self.report.items():
+            if key.endswith("_per_frame"):
+                part = values[start:stop]
+                report[key] = part
+                base = key[:-len("_per_frame")]
+                report[base] = float(max(part) if base.startswith("max_") else np.mean(part))
+        report["frames"] = stop - start
+        return FitResult({k: v[start:stop] for k, v in self.params.items()}, self.vertices[start:stop],
+                         self.joints[start:stop], report)
 
 
 class _Layout:
@@ -131,13 +158,13 @@ def _body_priors(model: SMPL) -> tuple[MixturePrior | None, LimbCapsules | None]
 
 
 def _prior_residuals(params: dict[str, torch.Tensor], model: SMPL, config: FitConfig,
-                     scale: tuple[float, float]) -> torch.Tensor:
-    """Per-frame prior residuals [F, R] at the (pose, shape) prior-weight multipliers ``scale``."""
+                     scale: PriorScale) -> torch.Tensor:
+    """Per-frame prior residuals [F, R] at the stage's prior weights ``scale``."""
     pose = params["body_pose"]
     mixture, spheres = _body_priors(model)
-    out = [(scale[0] * config.pose_prior) ** 0.5 * mixture.residuals(pose) if mixture is not None
-           else (scale[0] * config.pose_l2) ** 0.5 * priors.pose_l2(pose),
-           (scale[1] * config.shape_prior) ** 0.5 * priors.shape_l2(params["betas"]),
+    out = [(scale.pose * config.pose_prior) ** 0.5 * mixture.residuals(pose) if mixture is not None and scale.mixture
+           else (scale.pose * config.pose_l2) ** 0.5 * priors.pose_l2(pose),
+           (scale.shape * config.shape_prior) ** 0.5 * priors.shape_l2(params["betas"]),
            config.bend_prior ** 0.5 * priors.bend(pose, model.joint_names),
            config.angle_prior ** 0.5 * priors.angle_limit(pose)]
     if spheres is not None and config.penetration > 0:
@@ -147,7 +174,7 @@ def _prior_residuals(params: dict[str, torch.Tensor], model: SMPL, config: FitCo
 
 def _solve(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
            data: Callable[[dict[str, torch.Tensor]], torch.Tensor],
-           schedule: tuple[tuple[float, float], ...] = REFINE_PRIOR_SCALES) -> torch.Tensor:
+           schedule: tuple[PriorScale, ...] = REFINE_PRIOR_SCALES) -> torch.Tensor:
     """The stages after stage 0: every parameter free, prior weights shrinking; ``data`` gives [F, R]."""
     for scale in schedule:
         x = levenberg_marquardt(lambda z: _all_residuals(layout, z, model, config, data, scale), x, config.iterations)
@@ -155,14 +182,14 @@ def _solve(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
 
 
 def _all_residuals(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
-                   data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: tuple[float, float]) -> torch.Tensor:
+                   data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: PriorScale) -> torch.Tensor:
     """Residual rows [G', R] (data, then priors) for ``x`` [G', W]."""
     params = layout.unpack(x)
     return torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1)
 
 
 def refine_sequence(model: SMPL, x: torch.Tensor, config: FitConfig,
-                    data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: tuple[float, float]) -> torch.Tensor:
+                    data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: PriorScale) -> torch.Tensor:
     """Fitted frames ``x`` [F, P] refined together: one shape for all frames (``share_betas``; the frames' mean to
     start) and temporal smoothness (``smooth``), with L-BFGS on the whole sequence's objective (the frames
     couple, so the per-row Levenberg-Marquardt solver does not apply; its dense Jacobian would have F * P columns)."""
@@ -183,7 +210,7 @@ def refine_sequence(model: SMPL, x: torch.Tensor, config: FitConfig,
         params = params_of()
         cost = torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1).pow(2).sum()
         if config.smooth > 0 and x.shape[0] > 1:
-            motion = torch.cat([params["global_orient"], params["body_pose"], MM * params["transl"]], -1)
+            motion = torch.cat([params["global_orient"], params["body_pose"], params["transl"]], -1)
             cost = cost + config.smooth * priors.temporal(motion).pow(2).sum()
         cost.backward()
         return cost
@@ -367,8 +394,12 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
         proj = camera.project(torch.as_tensor(result.joints)).numpy()
     err = np.linalg.norm(proj - xy, axis=-1)
     per_frame = [float(e[u].mean()) for e, u in zip(err, used)]
+    max_per_frame = [float(e[u].max()) for e, u in zip(err, used)]
     result.report = {"mode": "keypoints2d", "frames": frames, "reprojection_px": float(np.mean(per_frame)),
-                     "max_reprojection_px": float(err[used].max()), "reprojection_px_per_frame": per_frame}
+                     "max_reprojection_px": max(max_per_frame), "reprojection_px_per_frame": per_frame,
+                     "max_reprojection_px_per_frame": max_per_frame, "shared_betas": bool(_couples(config, frames)
+                                                                                          and config.share_betas),
+                     "smooth": config.smooth if _couples(config, frames) else 0.0}
     return result
 
 
@@ -495,7 +526,7 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
         verts, _ = model(params["betas"], params["global_orient"], params["body_pose"], params["transl"])
         return model_surface_points(verts, model.faces, bary)
 
-    def icp(layout: _Layout, x: torch.Tensor, scale: tuple[float, float] | None, free: torch.Tensor | None) -> torch.Tensor:
+    def icp(layout: _Layout, x: torch.Tensor, scale: PriorScale | None, free: torch.Tensor | None) -> torch.Tensor:
         for _ in range(config.iterations):
             with torch.no_grad():
                 d = torch.cdist(surface(layout.unpack(x)), scan[None].expand(x.shape[0], -1, -1))
