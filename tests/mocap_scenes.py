@@ -47,17 +47,34 @@ def _yaw(angle: float) -> np.ndarray:
     return np.array([[c, 0, s], [0, 1, 0], [-s, 0, c]])
 
 
-def keypoint_scene(model: SMPL, rng: np.random.Generator, frames: int = 1, betas_std: float = 0.7,
-                   stride: int = 4) -> Scene:
-    """A person doing a random CMU clip (``frames`` frames ``stride`` apart from a random start) with random betas,
-    turned to a random heading, its pelvis 3-8 m from a 1920x1080 camera (focal 1200-2200 px, so 35-77 degrees
-    across) and inside the frame; BODY_25-like keypoints with 2-5 px Gaussian noise, 0-3 joints missing per frame."""
-    name = CLIPS[rng.integers(len(CLIPS))]
-    clip = clip_poses(model, name)
-    start = rng.integers(0, len(clip["body_pose"]) - (frames - 1) * stride)
-    rows = start + stride * np.arange(frames)
+def random_camera(rng: np.random.Generator) -> PinholeCamera:
+    """A 1920x1080 camera with a focal length of 1200-2200 px (35-77 degrees across), principal point near the centre."""
     focal = rng.uniform(1200, 2200)
-    camera = PinholeCamera(focal, focal, WIDTH / 2 + rng.uniform(-20, 20), HEIGHT / 2 + rng.uniform(-20, 20))
+    return PinholeCamera(focal, focal, WIDTH / 2 + rng.uniform(-20, 20), HEIGHT / 2 + rng.uniform(-20, 20))
+
+
+def keypoint_scene(model: SMPL, rng: np.random.Generator, frames: int = 1, betas_std: float = 0.7,
+                   stride: int = 4, camera: PinholeCamera | None = None, max_overlap_mm: float = 1.0) -> Scene:
+    """A person doing a random CMU clip (``frames`` frames ``stride`` apart from a random start) with random betas,
+    turned to a random heading, its pelvis 3-8 m from the camera (``random_camera`` unless given) and inside the
+    frame; BODY_25-like keypoints with 2-5 px Gaussian noise, 0-3 joints missing per frame. Poses whose limb
+    capsules overlap by more than ``max_overlap_mm`` on this body (retargeting onto other proportions can push a
+    hand into the trunk) are drawn again, so a fit can be asked not to self-penetrate."""
+    from recon.engine.smpl.penetration import model_capsules
+
+    capsules = model_capsules(model)
+    while True:
+        name = CLIPS[rng.integers(len(CLIPS))]
+        clip = clip_poses(model, name)
+        start = rng.integers(0, len(clip["body_pose"]) - (frames - 1) * stride)
+        rows = start + stride * np.arange(frames)
+        pose = torch.as_tensor(clip["body_pose"][rows], dtype=model.v_template.dtype)
+        with torch.no_grad():
+            joints = model.joints(torch.zeros(frames, model.num_betas), torch.zeros(frames, 3), pose)
+        if capsules is None or float(capsules.overlaps(joints).max()) * 1000 <= max_overlap_mm:
+            break
+    camera = random_camera(rng) if camera is None else camera
+    focal = camera.fx
     turn = np.diag([1.0, -1.0, -1.0]) @ _yaw(rng.uniform(0, 2 * np.pi))  # y up -> camera y down, random heading
     f64 = lambda a: torch.as_tensor(a, dtype=torch.float64)  # noqa: E731
     from recon.engine.models.lbs import axis_angle_to_matrix, matrix_to_axis_angle

@@ -42,6 +42,7 @@ class PriorScale(NamedTuple):
 REFINE_PRIOR_SCALES = (PriorScale(1.0, 1.0), PriorScale(0.1, 0.1), PriorScale(0.01, 0.01))
 KEYPOINT_PRIOR_SCALES = (PriorScale(1.0, 1.0, True), PriorScale(0.3, 1.0, True), PriorScale(0.1, 1.0, True))
 SEQUENCE_SMOOTH = 1000.0  # the default ``smooth`` of keypoint sequences (rad^2 and m^2 of acceleration per frame)
+KEYFRAME_STEP = 20  # a keypoint sequence searches headings on every 20th frame, then refines every frame
 HEADINGS = 4  # starts per frame of a 2D fit, turned about the body's vertical axis by 360 / HEADINGS degrees
 TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck", "left_shoulder",
                 "right_shoulder", "left_collar", "right_collar")
@@ -198,7 +199,7 @@ def refine_sequence(model: SMPL, x: torch.Tensor, config: FitConfig,
     betas = start["betas"].mean(0, keepdim=True) if config.share_betas else start["betas"]
     variables = [v.clone().requires_grad_(True) for v in (betas, start["global_orient"], start["body_pose"],
                                                            start["transl"])]
-    optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=20 * config.iterations, history_size=50,
+    optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=10 * config.iterations, history_size=50,
                                   tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
 
     def params_of() -> dict[str, torch.Tensor]:
@@ -377,18 +378,26 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
     # through every stage, as SMPLify does with its two facings; each frame keeps the start with the lowest final
     # objective, priors included, which settles the monocular front/back ambiguity. Sequences are then refined
     # as a whole (one shape, smooth motion).
-    starts = _init_facing_camera(model, np.where(used[..., None], xy, np.nan), camera)
-    starts = _stage0(model, starts, config, lambda q: residual(q, torso, target))
-    data = lambda q: residual(q, weight, target)  # noqa: E731
+    # A sequence runs this on its key frames only (every KEYFRAME_STEP-th and the last); every frame then starts
+    # from its nearest key frame's fit and the whole sequence is refined together.
+    coupled = _couples(config, frames)
+    keys = np.unique(np.r_[np.arange(0, frames, KEYFRAME_STEP), frames - 1]) if coupled else np.arange(frames)
+    key_used = used[keys]
+    starts = _init_facing_camera(model, np.where(key_used[..., None], xy[keys], np.nan), camera)
+    key_torso, key_weight, key_target = torso[keys], weight[keys], target[keys]
+    starts = _stage0(model, starts, config, lambda q: residual(q, key_torso, key_target))
+    key_data = lambda q: residual(q, key_weight, key_target)  # noqa: E731
     layout = _Layout(model, starts.shape[0])
-    x = _solve(layout, starts, model, config, data, KEYPOINT_PRIOR_SCALES)
+    x = _solve(layout, starts, model, config, key_data, KEYPOINT_PRIOR_SCALES)
     with torch.no_grad():
-        cost = _all_residuals(layout, x, model, config, data, KEYPOINT_PRIOR_SCALES[-1]).pow(2).sum(-1)
-    best = cost.reshape(HEADINGS, frames).argmin(0)
-    x = x.reshape(HEADINGS, frames, -1)[best, torch.arange(frames)]
+        cost = _all_residuals(layout, x, model, config, key_data, KEYPOINT_PRIOR_SCALES[-1]).pow(2).sum(-1)
+    best = cost.reshape(HEADINGS, len(keys)).argmin(0)
+    x = x.reshape(HEADINGS, len(keys), -1)[best, torch.arange(len(keys))]
     layout = _Layout(model, frames)
-    if _couples(config, frames):
-        x = refine_sequence(model, x, config, data, KEYPOINT_PRIOR_SCALES[-1])
+    if coupled:
+        nearest = np.abs(np.arange(frames)[:, None] - keys[None]).argmin(1)
+        x = refine_sequence(model, x[torch.as_tensor(nearest)], config, lambda q: residual(q, weight, target),
+                            KEYPOINT_PRIOR_SCALES[-1])
     result = _finish(layout, x, model)
     with torch.no_grad():
         proj = camera.project(torch.as_tensor(result.joints)).numpy()

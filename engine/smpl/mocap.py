@@ -189,7 +189,8 @@ def retarget(bvh: Bvh, rest_joints: np.ndarray, parents: np.ndarray | list[int],
     Returns ``global_orient`` [F, 3], ``body_pose`` [F, 3 (J - 1)] (axis-angle) and ``transl`` [F, 3] (the BVH root
     path scaled by the ratio of the two legs' lengths, so a walk covers the body's own stride).
     """
-    parents = np.asarray(parents)
+    parents = np.asarray(parents, dtype=np.int64).copy()
+    parents[0] = -1  # the distributed files store the root's parent as 2**32 - 1
     world, root = world_rotations(bvh)
     bvh_rest = rest_positions(bvh)
     match = _match_joints(bvh, joint_names)
