@@ -394,9 +394,13 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
     best = cost.reshape(HEADINGS, len(keys)).argmin(0)
     x = x.reshape(HEADINGS, len(keys), -1)[best, torch.arange(len(keys))]
     layout = _Layout(model, frames)
-    if coupled:
-        nearest = np.abs(np.arange(frames)[:, None] - keys[None]).argmin(1)
-        x = refine_sequence(model, x[torch.as_tensor(nearest)], config, lambda q: residual(q, weight, target),
+    if coupled:  # in-between frames: the nearest key frame's pose, the translation interpolated
+        nearest = torch.as_tensor(np.abs(np.arange(frames)[:, None] - keys[None]).argmin(1))
+        start = _Layout(model, frames).unpack(x[nearest].clone())
+        key_transl = _Layout(model, len(keys)).unpack(x)["transl"].cpu().numpy()
+        start["transl"] = torch.as_tensor(np.stack([np.interp(np.arange(frames), keys, key_transl[:, d])
+                                                    for d in range(3)], -1)).to(x)
+        x = refine_sequence(model, _Layout(model, frames).pack(start), config, lambda q: residual(q, weight, target),
                             KEYPOINT_PRIOR_SCALES[-1])
     result = _finish(layout, x, model)
     with torch.no_grad():
