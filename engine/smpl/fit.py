@@ -211,7 +211,10 @@ def refine_sequence(model: SMPL, x: torch.Tensor, config: FitConfig,
         params = params_of()
         cost = torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1).pow(2).sum()
         if config.smooth > 0 and x.shape[0] > 1:
-            motion = torch.cat([params["global_orient"], params["body_pose"], params["transl"]], -1)
+            # the global orientation as a matrix: its axis-angle jumps where the angle passes pi (people facing
+            # the camera are turned by about pi), which would read as a huge acceleration
+            orient = axis_angle_to_matrix(params["global_orient"]).reshape(-1, 9)
+            motion = torch.cat([orient, params["body_pose"], params["transl"]], -1)
             cost = cost + config.smooth * priors.temporal(motion).pow(2).sum()
         cost.backward()
         return cost
@@ -400,8 +403,15 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
         key_transl = _Layout(model, len(keys)).unpack(x)["transl"].cpu().numpy()
         start["transl"] = torch.as_tensor(np.stack([np.interp(np.arange(frames), keys, key_transl[:, d])
                                                     for d in range(3)], -1)).to(x)
-        x = refine_sequence(model, _Layout(model, frames).pack(start), config, lambda q: residual(q, weight, target),
-                            KEYPOINT_PRIOR_SCALES[-1])
+        start["betas"] = start["betas"].mean(0, keepdim=True).expand(frames, -1)
+        # each frame on its own first (rows independent, the shape held): L-BFGS on the coupled sequence is slow to
+        # move a frame out of a start whose limbs are in another phase of the motion
+        all_data = lambda q: residual(q, weight, target)  # noqa: E731
+        no_betas = torch.ones(layout.num_betas + layout.motion, dtype=torch.bool)
+        no_betas[:layout.num_betas] = False
+        x = levenberg_marquardt(lambda z: _all_residuals(layout, z, model, config, all_data, KEYPOINT_PRIOR_SCALES[-1]),
+                                layout.pack(start), config.iterations, free=no_betas)
+        x = refine_sequence(model, x, config, all_data, KEYPOINT_PRIOR_SCALES[-1])
     result = _finish(layout, x, model)
     with torch.no_grad():
         proj = camera.project(torch.as_tensor(result.joints)).numpy()
