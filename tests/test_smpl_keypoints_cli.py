@@ -45,6 +45,41 @@ def test_coco_results_one_person_per_image_in_image_order(tmp_path):
     assert conf[0, JOINT_NAMES.index("left_knee")] == 2.0 and conf[0, JOINT_NAMES.index("pelvis")] == 0.0
 
 
+def test_people_of_coco_and_openpose_files(tmp_path):
+    """Who is who: COCO annotation ids in one image, track ids across images, one person per image as one track,
+    the k-th OpenPose person of every frame of a folder (frames without one skipped)."""
+    from recon.engine.smpl.keypoints import read_people
+
+    def ann(i, image, x, **extra):
+        kp = np.zeros((17, 3))
+        kp[:, 0], kp[:, 2] = x, 2.0
+        return {"id": i, "image_id": image, "keypoints": kp.ravel().tolist(), **extra}
+
+    (tmp_path / "one.json").write_text(json.dumps({"annotations": [ann(9, 1, 10.0), ann(4, 1, 20.0)]}))
+    people = read_people(tmp_path / "one.json")
+    assert [p.label for p in people] == ["person_4", "person_9"]  # annotation id order
+    assert people[0].ids["coco_annotation_id"] == [4] and people[0].keypoints.xy[0, 0, 0] == 20.0
+    (tmp_path / "video.json").write_text(json.dumps({"annotations": [ann(1, 3, 1.0), ann(2, 1, 2.0), ann(3, 2, 3.0)]}))
+    (track,) = read_people(tmp_path / "video.json")
+    assert track.frames == [1, 2, 3] and list(track.keypoints.xy[:, 0, 0]) == [2.0, 3.0, 1.0]
+    tracked = [ann(1, 1, 1.0, track_id=5), ann(2, 1, 2.0, track_id=6), ann(3, 2, 3.0, track_id=5)]
+    (tmp_path / "tracks.json").write_text(json.dumps({"annotations": tracked}))
+    people = read_people(tmp_path / "tracks.json")
+    assert [(p.label, p.frames) for p in people] == [("track_5", [1, 2]), ("track_6", [1])]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for f, count in enumerate((2, 1, 2)):
+        people_doc = [{"pose_keypoints_2d": [float(10 * f + k)] * 75} for k in range(count)]
+        (folder / f"f{f}_keypoints.json").write_text(json.dumps({"people": people_doc}))
+    first, second = read_people(folder)
+    assert first.ids == {"openpose_index": 0} and first.frames == ["f0_keypoints.json", "f1_keypoints.json",
+                                                                   "f2_keypoints.json"]
+    assert second.frames == ["f0_keypoints.json", "f2_keypoints.json"] and second.keypoints.xy[1, 0, 0] == 21.0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReconError, match="empty: the folder holds no .json keypoint files"):
+        read_people(tmp_path / "empty")
+
+
 def test_keypoint_errors(tmp_path):
     (tmp_path / "k.json").write_text(json.dumps([[1.0, 2.0, 1.0]] * 13))
     with pytest.raises(ReconError, match=r"k.json: 13 keypoints per frame; expected 17"):

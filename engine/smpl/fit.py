@@ -1,10 +1,12 @@
 """Fitting SMPL parameters to 3D joints, 2D keypoints or a scan, batched over frames.
 
-Every fit minimises ``data + priors`` with L-BFGS (strong Wolfe line search) in stages, SMPLify
-style: stage 0 moves only the global orientation and translation to the torso; later stages free
-the body pose and shape while the prior weights shrink (``REFINE_PRIOR_SCALES``), so the priors
-steer the start and barely bias the end. Frames are independent unless ``smooth`` > 0 (temporal
-smoothness) or ``share_betas`` (one body shape for the sequence).
+Every fit minimises ``data + priors`` with batched Levenberg-Marquardt in stages, SMPLify style: stage 0
+moves only the global orientation and translation to the torso; later stages free the body pose and shape.
+3D fits let the prior weights shrink (``REFINE_PRIOR_SCALES``); 2D fits keep them (``KEYPOINT_PRIOR_SCALES``:
+the CMU pose mixture, a shape prior that never fades), since keypoints leave depth and limb directions open.
+Frames are independent unless ``smooth`` > 0 (temporal smoothness) or ``share_betas`` (one body shape for the
+sequence): those sequences are then refined together with L-BFGS (``refine_sequence``). Every fit also
+penalises limb self-penetration (``penetration.py``) where the skeleton is SMPL's.
 
 Units: 3D residuals are in millimetres and 2D residuals in pixels, so the default prior weights
 mean the same thing in both.
