@@ -180,3 +180,28 @@ def test_cli_bad_image_writes_no_outputs(tmp_path, capsys):
     code = main(base + ["--image", *(str(tmp_path / n) for n in ("a.png", "b.png", "c.png"))])
     assert code == 2 and "3 images given for 2 frames" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_camera_from_exif_or_image_size(tmp_path):
+    """Without --camera the focal length comes from EXIF (35 mm equivalent: 26 mm on a 4:3 photo is the diagonal
+    times 26 / 43.27) or, lacking it, is the larger image side; the report says which."""
+    from PIL import Image
+
+    from recon.engine.smpl.io import camera_for_image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 26
+    Image.new("RGB", (640, 480)).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    Image.new("RGB", (640, 480)).save(tmp_path / "plain.png")
+    camera, source = camera_for_image(tmp_path / "phone.jpg")
+    assert source == "exif" and camera.fx == pytest.approx(800 * 26 / np.hypot(36, 24), rel=1e-6)
+    assert (camera.cx, camera.cy) == (320, 240)
+    camera, source = camera_for_image(tmp_path / "plain.png")
+    assert source == "default" and camera.fx == 640
+    main(["smpl", "make-test-model", str(tmp_path / "m.npz")])
+    (tmp_path / "k.json").write_text(json.dumps([[[320.0 + 3 * j, 100.0 + 10 * j, 1.0] for j in range(24)]]))
+    out = tmp_path / "out"
+    assert main(["smpl", "fit", "--model", str(tmp_path / "m.npz"), "--keypoints2d", str(tmp_path / "k.json"),
+                 "--image", str(tmp_path / "phone.jpg"), "-o", str(out), "--iterations", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["camera"]["source"].startswith("EXIF focal length") and (out / "overlay_0000.png").is_file()
