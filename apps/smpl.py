@@ -25,10 +25,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     make.add_argument("--seed", type=int, default=0, help="random seed of the shape/pose blend shapes")
     make.set_defaults(run=run_make_test_model)
 
+    human = sub.add_parser("make-makehuman-model", help="build an openly licensed body model (.npz) from MakeHuman",
+                           description="Build an SMPL-layout body model from MakeHuman's CC0 base mesh, skeleton and "
+                                       "weights (base.obj, default.mhskel, default_weights.mhw): T-pose, metres, "
+                                       "generic shape directions (size, height, girth), no pose correctives.")
+    human.add_argument("output", type=Path, help="output .npz file")
+    human.add_argument("--source", type=Path, default=Path("../shared/data/makehuman"),
+                       help="folder with MakeHuman's files (default: ../shared/data/makehuman)")
+    human.set_defaults(run=run_make_makehuman_model)
+
     fit = sub.add_parser("fit", help="fit body parameters to 3D joints, 2D keypoints or a scan",
                          description="Fit SMPL parameters (betas, global_orient, body_pose, transl) per frame. Writes "
                                      "params.npz/params.json, posed meshes, report.json and overlays (--image).")
-    fit.add_argument("--model", type=Path, required=True, help="body model file (.pkl or .npz)")
+    fit.add_argument("--model", type=Path, required=True, help="body model file (.pkl or .npz; SMPL's, or one made "
+                                                               "by make-makehuman-model or make-test-model)")
     target = fit.add_mutually_exclusive_group(required=True)
     target.add_argument("--joints3d", type=Path, help="3D joints .npy/.json [frames, joints, 3] or [joints, 3], metres")
     target.add_argument("--keypoints2d", type=Path, help="2D keypoints: OpenPose/COCO JSON, .npy, JSON array, or a "
@@ -57,6 +67,17 @@ def run_make_test_model(args: argparse.Namespace) -> int:
     data = write_test_model(args.output, num_betas=args.betas, seed=args.seed)
     print(f"wrote {args.output}: {len(data['v_template'])} vertices, {len(data['f'])} faces, "
           f"{data['weights'].shape[1]} joints, {args.betas} shape components")
+    return 0
+
+
+def run_make_makehuman_model(args: argparse.Namespace) -> int:
+    from recon.engine.smpl.makehuman import write_makehuman_model
+
+    if not args.source.is_dir():
+        raise ReconError(f"{args.source}: not a folder (MakeHuman's base.obj, default.mhskel, default_weights.mhw)")
+    data = write_makehuman_model(args.output, args.source)
+    print(f"wrote {args.output}: {len(data['v_template'])} vertices, {len(data['f'])} faces, "
+          f"{data['weights'].shape[1]} joints (MakeHuman CC0 base mesh, T-pose)")
     return 0
 
 
