@@ -30,7 +30,8 @@ setup(
     python_requires=">=3.10",
     packages=packages,
     package_dir=package_dir,
-    package_data={"recon.kernels.cuda": ["*.cu", "*.cuh", "*.fatbin"]},  # fatbins: built by `make cuda`
+    package_data={"recon.kernels.cuda": ["*.cu", "*.cuh", "*.fatbin"],  # fatbins: built by `make cuda`
+                  "recon.engine.smpl": ["data/*.npz", "data/*.md"]},  # the CMU pose prior
     install_requires=[
         "torch>=2.4",
         "triton>=3.0; platform_system == 'Linux'",

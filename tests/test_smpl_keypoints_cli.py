@@ -45,6 +45,41 @@ def test_coco_results_one_person_per_image_in_image_order(tmp_path):
     assert conf[0, JOINT_NAMES.index("left_knee")] == 2.0 and conf[0, JOINT_NAMES.index("pelvis")] == 0.0
 
 
+def test_people_of_coco_and_openpose_files(tmp_path):
+    """Who is who: COCO annotation ids in one image, track ids across images, one person per image as one track,
+    the k-th OpenPose person of every frame of a folder (frames without one skipped)."""
+    from recon.engine.smpl.keypoints import read_people
+
+    def ann(i, image, x, **extra):
+        kp = np.zeros((17, 3))
+        kp[:, 0], kp[:, 2] = x, 2.0
+        return {"id": i, "image_id": image, "keypoints": kp.ravel().tolist(), **extra}
+
+    (tmp_path / "one.json").write_text(json.dumps({"annotations": [ann(9, 1, 10.0), ann(4, 1, 20.0)]}))
+    people = read_people(tmp_path / "one.json")
+    assert [p.label for p in people] == ["person_4", "person_9"]  # annotation id order
+    assert people[0].ids["coco_annotation_id"] == [4] and people[0].keypoints.xy[0, 0, 0] == 20.0
+    (tmp_path / "video.json").write_text(json.dumps({"annotations": [ann(1, 3, 1.0), ann(2, 1, 2.0), ann(3, 2, 3.0)]}))
+    (track,) = read_people(tmp_path / "video.json")
+    assert track.frames == [1, 2, 3] and list(track.keypoints.xy[:, 0, 0]) == [2.0, 3.0, 1.0]
+    tracked = [ann(1, 1, 1.0, track_id=5), ann(2, 1, 2.0, track_id=6), ann(3, 2, 3.0, track_id=5)]
+    (tmp_path / "tracks.json").write_text(json.dumps({"annotations": tracked}))
+    people = read_people(tmp_path / "tracks.json")
+    assert [(p.label, p.frames) for p in people] == [("track_5", [1, 2]), ("track_6", [1])]
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for f, count in enumerate((2, 1, 2)):
+        people_doc = [{"pose_keypoints_2d": [float(10 * f + k)] * 75} for k in range(count)]
+        (folder / f"f{f}_keypoints.json").write_text(json.dumps({"people": people_doc}))
+    first, second = read_people(folder)
+    assert first.ids == {"openpose_index": 0} and first.frames == ["f0_keypoints.json", "f1_keypoints.json",
+                                                                   "f2_keypoints.json"]
+    assert second.frames == ["f0_keypoints.json", "f2_keypoints.json"] and second.keypoints.xy[1, 0, 0] == 21.0
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ReconError, match="empty: the folder holds no .json keypoint files"):
+        read_people(tmp_path / "empty")
+
+
 def test_keypoint_errors(tmp_path):
     (tmp_path / "k.json").write_text(json.dumps([[1.0, 2.0, 1.0]] * 13))
     with pytest.raises(ReconError, match=r"k.json: 13 keypoints per frame; expected 17"):
@@ -101,8 +136,10 @@ def test_cli_fit_keypoints2d_with_image_overlay(tmp_path):
     out = tmp_path / "out"
     assert main(["smpl", "fit", "--model", str(tmp_path / "m.npz"), "--keypoints2d", str(tmp_path / "k.json"),
                  "--camera", str(tmp_path / "cam.json"), "--image", str(tmp_path / "img.png"), "-o", str(out),
-                 "--iterations", "6"]) == 0
-    assert json.loads((out / "report.json").read_text())["reprojection_px"] < 2.0
+                 "--pose-prior", "1", "--shape-prior", "1"]) == 0  # arms out is a rare pose for the prior
+    report = json.loads((out / "report.json").read_text())
+    assert report["reprojection_px"] < 2.0
+    assert report["camera"]["source"].startswith("camera file") and report["camera"]["fx"] == 300
     overlay = read_image(out / "overlay_0000.png")
     assert overlay.shape == (120, 160, 3) and 0.02 < (overlay.sum(-1) > 0.1).mean() < 0.9
     assert (out / "meshes" / "frame_0000.ply").is_file()
@@ -143,3 +180,28 @@ def test_cli_bad_image_writes_no_outputs(tmp_path, capsys):
     code = main(base + ["--image", *(str(tmp_path / n) for n in ("a.png", "b.png", "c.png"))])
     assert code == 2 and "3 images given for 2 frames" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
+
+
+def test_camera_from_exif_or_image_size(tmp_path):
+    """Without --camera the focal length comes from EXIF (35 mm equivalent: 26 mm on a 4:3 photo is the diagonal
+    times 26 / 43.27) or, lacking it, is the larger image side; the report says which."""
+    from PIL import Image
+
+    from recon.engine.smpl.io import camera_for_image
+
+    exif = Image.Exif()
+    exif.get_ifd(0x8769)[0xA405] = 26
+    Image.new("RGB", (640, 480)).save(tmp_path / "phone.jpg", exif=exif.tobytes())
+    Image.new("RGB", (640, 480)).save(tmp_path / "plain.png")
+    camera, source = camera_for_image(tmp_path / "phone.jpg")
+    assert source == "exif" and camera.fx == pytest.approx(800 * 26 / np.hypot(36, 24), rel=1e-6)
+    assert (camera.cx, camera.cy) == (320, 240)
+    camera, source = camera_for_image(tmp_path / "plain.png")
+    assert source == "default" and camera.fx == 640
+    main(["smpl", "make-test-model", str(tmp_path / "m.npz")])
+    (tmp_path / "k.json").write_text(json.dumps([[[320.0 + 3 * j, 100.0 + 10 * j, 1.0] for j in range(24)]]))
+    out = tmp_path / "out"
+    assert main(["smpl", "fit", "--model", str(tmp_path / "m.npz"), "--keypoints2d", str(tmp_path / "k.json"),
+                 "--image", str(tmp_path / "phone.jpg"), "-o", str(out), "--iterations", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["camera"]["source"].startswith("EXIF focal length") and (out / "overlay_0000.png").is_file()

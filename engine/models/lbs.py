@@ -42,6 +42,31 @@ def axis_angle_to_matrix(rot_vecs: torch.Tensor) -> torch.Tensor:
     return eye + a * k + b * (k @ k)
 
 
+def matrix_to_axis_angle(rot_mats: torch.Tensor) -> torch.Tensor:
+    """Rotation matrices [..., 3, 3] to axis-angle vectors [..., 3] with angles in [0, pi], through the
+    quaternion (Shepperd's choice of the largest component, stable at every angle including pi)."""
+    m = rot_mats
+    m00, m11, m22 = m[..., 0, 0], m[..., 1, 1], m[..., 2, 2]
+    candidates = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22, 1 - m00 + m11 - m22, 1 - m00 - m11 + m22], -1)
+    s = torch.sqrt(candidates.clamp_min(1e-12))  # 2 |q_k| for each choice k of the largest component
+    d = {(a, b): m[..., a, b] for a in range(3) for b in range(3)}
+    # quaternions (w, x, y, z) computed from each choice; the one with the largest denominator is exact
+    quats = torch.stack([
+        torch.stack([s[..., 0] ** 2, d[2, 1] - d[1, 2], d[0, 2] - d[2, 0], d[1, 0] - d[0, 1]], -1) / (2 * s[..., 0:1]),
+        torch.stack([d[2, 1] - d[1, 2], s[..., 1] ** 2, d[0, 1] + d[1, 0], d[0, 2] + d[2, 0]], -1) / (2 * s[..., 1:2]),
+        torch.stack([d[0, 2] - d[2, 0], d[0, 1] + d[1, 0], s[..., 2] ** 2, d[1, 2] + d[2, 1]], -1) / (2 * s[..., 2:3]),
+        torch.stack([d[1, 0] - d[0, 1], d[0, 2] + d[2, 0], d[1, 2] + d[2, 1], s[..., 3] ** 2], -1) / (2 * s[..., 3:4]),
+    ], -2)  # [..., 4 choices, 4]
+    best = candidates.argmax(-1)
+    q = torch.gather(quats, -2, best[..., None, None].expand(*best.shape, 1, 4))[..., 0, :]
+    q = q * torch.where(q[..., :1] < 0, -1.0, 1.0)
+    q = q / q.norm(dim=-1, keepdim=True)
+    sin_half = q[..., 1:].norm(dim=-1, keepdim=True)
+    angle = 2 * torch.atan2(sin_half, q[..., :1])
+    scale = torch.where(sin_half > 1e-8, angle / sin_half.clamp_min(1e-8), 2.0 + 0.0 * angle)
+    return q[..., 1:] * scale
+
+
 def blend_shapes(betas: torch.Tensor, shape_disps: torch.Tensor) -> torch.Tensor:
     """Per-vertex displacements [B, V, 3] from coefficients ``betas`` [B, L] and ``shape_disps`` [V, 3, L]."""
     return torch.einsum("bl,mkl->bmk", betas, shape_disps)

@@ -213,6 +213,8 @@ class SMPL(nn.Module):
     def _pad_betas(self, betas: torch.Tensor) -> torch.Tensor:
         if betas.shape[-1] > self.num_betas:
             raise ReconError(f"{betas.shape[-1]} shape coefficients given, the model has {self.num_betas}")
+        if betas.shape[-1] == self.num_betas:  # (pad runs through slow decompositions under forward-mode AD)
+            return betas
         return torch.nn.functional.pad(betas, (0, self.num_betas - betas.shape[-1]))
 
     def forward(self, betas: torch.Tensor, global_orient: torch.Tensor, body_pose: torch.Tensor,

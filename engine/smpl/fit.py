@@ -1,29 +1,51 @@
 """Fitting SMPL parameters to 3D joints, 2D keypoints or a scan, batched over frames.
 
-Every fit minimises ``data + priors`` with L-BFGS (strong Wolfe line search) in stages, SMPLify
-style: stage 0 moves only the global orientation and translation to the torso; later stages free
-the body pose and shape while the prior weights shrink (``REFINE_PRIOR_SCALES``), so the priors
-steer the start and barely bias the end. Frames are independent unless ``smooth`` > 0 (temporal
-smoothness) or ``share_betas`` (one body shape for the sequence).
+Every fit minimises ``data + priors`` with batched Levenberg-Marquardt in stages, SMPLify style: stage 0
+moves only the global orientation and translation to the torso; later stages free the body pose and shape.
+3D fits let the prior weights shrink (``REFINE_PRIOR_SCALES``); 2D fits keep them (``KEYPOINT_PRIOR_SCALES``:
+the CMU pose mixture, a shape prior that never fades), since keypoints leave depth and limb directions open.
+Frames are independent unless ``smooth`` > 0 (temporal smoothness) or ``share_betas`` (one body shape for the
+sequence): those sequences are then refined together with L-BFGS (``refine_sequence``). Every fit also
+penalises limb self-penetration (``penetration.py``) where the skeleton is SMPL's.
 
 Units: 3D residuals are in millimetres and 2D residuals in pixels, so the default prior weights
 mean the same thing in both.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
 
 from recon.engine.errors import ReconError
-from recon.engine.models.lbs import axis_angle_to_matrix, wrap_axis_angle
+from recon.engine.models.lbs import axis_angle_to_matrix, matrix_to_axis_angle, wrap_axis_angle
 from recon.engine.models.smpl import SMPL
 from recon.engine.smpl import priors
+from recon.engine.smpl.penetration import LimbCapsules, model_capsules
+from recon.engine.smpl.pose_prior import MixturePrior
 from recon.engine.smpl.solver import levenberg_marquardt
 
-REFINE_PRIOR_SCALES = (1.0, 0.1, 0.01)
+class PriorScale(NamedTuple):
+    """One stage's multipliers of the pose and shape prior weights, and which pose prior it uses: the CMU mixture
+    (2D fits, where the data leave limb depth open) or L2 on the axis-angles (3D targets pin the pose down, and
+    need not be everyday poses)."""
+
+    pose: float
+    shape: float
+    mixture: bool = False
+
+
+# 3D targets (joints, scans) pin the body down, so the priors may fade; 2D keypoints leave depth, limb
+# directions and body size open, so the priors keep a weight that a reprojection gain within the keypoints'
+# noise cannot buy off, and the shape prior never fades.
+REFINE_PRIOR_SCALES = (PriorScale(1.0, 1.0), PriorScale(0.1, 0.1), PriorScale(0.01, 0.01))
+KEYPOINT_PRIOR_SCALES = (PriorScale(1.0, 1.0, True), PriorScale(0.3, 1.0, True), PriorScale(0.1, 1.0, True))
+SEQUENCE_SMOOTH = 1000.0  # the default ``smooth`` of keypoint sequences (rad^2 and m^2 of acceleration per frame)
+KEYFRAME_STEP = 20  # a keypoint sequence searches headings on every 20th frame, then refines every frame
+HEADINGS = 4  # starts per frame of a 2D fit, turned about the body's vertical axis by 360 / HEADINGS degrees
 TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3", "neck", "left_shoulder",
                 "right_shoulder", "left_collar", "right_collar")
 MM = 1000.0
@@ -35,12 +57,18 @@ class FitConfig:
     """Options of ``recon smpl fit`` (each field becomes a command-line option)."""
 
     iterations: int = field(default=15, metadata={"help": "solver iterations per stage"})
-    pose_prior: float = field(default=3000.0, metadata={
-        "help": "weight of the L2 body-pose prior in the first stage (x0.1 per later stage)"})
+    pose_prior: float = field(default=100.0, metadata={
+        "help": "weight of the CMU Gaussian-mixture pose prior of 2D fits (SMPL skeletons) in the first stage"})
+    pose_l2: float = field(default=3000.0, metadata={
+        "help": "weight of the L2 body-pose prior (3D fits, and skeletons the mixture does not cover), first stage"})
     shape_prior: float = field(default=100.0, metadata={"help": "weight of the L2 shape (betas) prior"})
+    penetration: float = field(default=100.0, metadata={
+        "help": "weight of the limb self-penetration penalty (overlap of limb spheres, mm)"})
     bend_prior: float = field(default=1e4, metadata={"help": "weight of the knee/elbow bending-direction prior"})
     angle_prior: float = field(default=1e4, metadata={"help": "weight of the joint angle-limit prior"})
-    smooth: float = field(default=0.0, metadata={"help": "weight of temporal smoothness between frames (0: off)"})
+    smooth: float = field(default=0.0, metadata={
+        "help": "weight of temporal smoothness: squared accelerations of the pose (rad) and translation (m) per "
+                "frame (0: off; keypoint sequences default to 1000)"})
     share_betas: bool = field(default=False, metadata={"help": "one body shape for all frames"})
     sigma: float = field(default=100.0, metadata={"help": "Geman-McClure scale of 2D residuals, pixels"})
     min_confidence: float = field(default=0.1, metadata={"help": "keypoints below this confidence are ignored"})
@@ -74,85 +102,132 @@ class FitResult:
     joints: np.ndarray  # [F, J, 3]
     report: dict
 
+    def rows(self, start: int, stop: int) -> "FitResult":
+        """Frames ``start:stop`` of a fit whose frames were independent, with their own report (the per-frame
+        entries sliced, their means and maxima recomputed)."""
+        report = {k: v for k, v in self.report.items() if not isinstance(v, (int, float)) or isinstance(v, bool)}
+        for key, values in self.report.items():
+            if key.endswith("_per_frame"):
+                part = values[start:stop]
+                report[key] = part
+                base = key[:-len("_per_frame")]
+                report[base] = float(max(part) if base.startswith("max_") else np.mean(part))
+        report["frames"] = stop - start
+        return FitResult({k: v[start:stop] for k, v in self.params.items()}, self.vertices[start:stop],
+                         self.joints[start:stop], report)
+
 
 class _Layout:
-    """How the parameters of F frames pack into the solver's rows ``x`` [G, P].
+    """How the parameters of F independent frames pack into the solver's rows ``x`` [F, P]:
+    ``[betas | global_orient | body_pose | transl]`` per row."""
 
-    Independent frames: one row per frame ``[betas | global_orient | body_pose | transl]``. Coupled
-    frames (shared betas or temporal smoothness): a single row, the betas (once when shared) first.
-    """
-
-    def __init__(self, model: SMPL, frames: int, share_betas: bool = False, coupled: bool = False):
+    def __init__(self, model: SMPL, frames: int):
         self.frames, self.num_betas, self.num_pose = frames, model.num_betas, 3 * (model.num_joints - 1)
-        self.share_betas = share_betas
-        self.coupled = coupled or share_betas
         self.motion = 6 + self.num_pose  # orient, pose, transl per frame
 
     def zeros(self, model: SMPL) -> torch.Tensor:
-        own_betas = 0 if self.share_betas else self.num_betas
-        if not self.coupled:
-            return model.v_template.new_zeros(self.frames, self.num_betas + self.motion)
-        width = (self.num_betas if self.share_betas else 0) + self.frames * (own_betas + self.motion)
-        return model.v_template.new_zeros(1, width)
+        return model.v_template.new_zeros(self.frames, self.num_betas + self.motion)
 
     def unpack(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``betas`` [N, L], ``global_orient`` [N, 3], ``body_pose`` [N, P], ``transl`` [N, 3] for ``x`` [G', W]
-        holding any number of stacked copies of the rows (N = F per copy)."""
-        if self.share_betas:
-            betas = x[:, :self.num_betas].repeat_interleave(self.frames, 0)
-            rows = x[:, self.num_betas:].reshape(-1, self.motion)
-        else:
-            rows = x.reshape(-1, self.num_betas + self.motion)
-            betas, rows = rows[:, :self.num_betas], rows[:, self.num_betas:]
+        """``betas`` [N, L], ``global_orient`` [N, 3], ``body_pose`` [N, P], ``transl`` [N, 3] for ``x`` [N, W]
+        (any number N of rows: the solver stacks copies of the frames)."""
+        betas, rows = x[:, :self.num_betas], x[:, self.num_betas:]
         return {"betas": betas, "global_orient": rows[:, :3], "body_pose": rows[:, 3:3 + self.num_pose],
                 "transl": rows[:, 3 + self.num_pose:]}
 
     def pack(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
-        motion = torch.cat([params["global_orient"], params["body_pose"], params["transl"]], -1)
-        if self.share_betas:
-            return torch.cat([params["betas"][0], motion.reshape(-1)])[None]
-        rows = torch.cat([params["betas"], motion], -1)
-        return rows.reshape(1, -1) if self.coupled else rows
+        return torch.cat([params["betas"], params["global_orient"], params["body_pose"], params["transl"]], -1)
 
     def pose_columns(self) -> torch.Tensor:
         """Bool [P]: the columns of ``x`` holding global orientation and translation (stage 0)."""
-        assert not self.coupled, "stage 0 runs on independent frames"
         free = torch.zeros(self.num_betas + self.motion, dtype=torch.bool)
         free[self.num_betas:self.num_betas + 3] = True
         free[-3:] = True
         return free
 
 
-def _prior_residuals(params: dict[str, torch.Tensor], model: SMPL, config: FitConfig, scale: float) -> torch.Tensor:
-    """Per-frame prior residuals [F, R] at prior-weight multiplier ``scale``."""
+_BODY_PRIORS: "weakref.WeakKeyDictionary[SMPL, tuple]" = weakref.WeakKeyDictionary()
+
+
+def _body_priors(model: SMPL) -> tuple[MixturePrior | None, LimbCapsules | None]:
+    """The pose mixture and limb spheres of ``model`` (None where its skeleton is not SMPL's), cached: every fit
+    calls this first, outside the solver's forward-mode transform (where buffers cannot be read as numpy)."""
+    key = (model.v_template.device, model.v_template.dtype)
+    cached = _BODY_PRIORS.get(model)
+    if cached is None or cached[0] != key:
+        cached = (key, MixturePrior.for_model(model.joint_names, key[1], key[0]), model_capsules(model))
+        _BODY_PRIORS[model] = cached
+    return cached[1], cached[2]
+
+
+def _prior_residuals(params: dict[str, torch.Tensor], model: SMPL, config: FitConfig,
+                     scale: PriorScale) -> torch.Tensor:
+    """Per-frame prior residuals [F, R] at the stage's prior weights ``scale``."""
     pose = params["body_pose"]
-    return torch.cat([(scale * config.pose_prior) ** 0.5 * priors.pose_l2(pose),
-                      (scale * config.shape_prior) ** 0.5 * priors.shape_l2(params["betas"]),
-                      config.bend_prior ** 0.5 * priors.bend(pose, model.joint_names),
-                      config.angle_prior ** 0.5 * priors.angle_limit(pose)], -1)
+    mixture, spheres = _body_priors(model)
+    out = [(scale.pose * config.pose_prior) ** 0.5 * mixture.residuals(pose) if mixture is not None and scale.mixture
+           else (scale.pose * config.pose_l2) ** 0.5 * priors.pose_l2(pose),
+           (scale.shape * config.shape_prior) ** 0.5 * priors.shape_l2(params["betas"]),
+           config.bend_prior ** 0.5 * priors.bend(pose, model.joint_names),
+           config.angle_prior ** 0.5 * priors.angle_limit(pose)]
+    if spheres is not None and config.penetration > 0:
+        out.append(config.penetration ** 0.5 * MM * spheres.overlaps(_posed_joints(model, params)))
+    return torch.cat(out, -1)
 
 
 def _solve(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
-           data: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> torch.Tensor:
+           data: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+           schedule: tuple[PriorScale, ...] = REFINE_PRIOR_SCALES) -> torch.Tensor:
     """The stages after stage 0: every parameter free, prior weights shrinking; ``data`` gives [F, R]."""
-    for scale in REFINE_PRIOR_SCALES:
+    for scale in schedule:
         x = levenberg_marquardt(lambda z: _all_residuals(layout, z, model, config, data, scale), x, config.iterations)
     return x
 
 
 def _all_residuals(layout: _Layout, x: torch.Tensor, model: SMPL, config: FitConfig,
-                   data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: float) -> torch.Tensor:
-    """Residual rows [G', R] for ``x`` [G', W]; per-frame residuals are concatenated per row when coupled."""
+                   data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: PriorScale) -> torch.Tensor:
+    """Residual rows [G', R] (data, then priors) for ``x`` [G', W]."""
     params = layout.unpack(x)
-    per_frame = torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1)
-    if not layout.coupled:
-        return per_frame
-    out = [per_frame.reshape(x.shape[0], -1)]
-    if config.smooth > 0 and layout.frames > 1:
-        motion = torch.cat([params["global_orient"], params["body_pose"], MM * params["transl"]], -1)
-        motion = motion.reshape(x.shape[0], layout.frames, -1)
-        out.append(config.smooth ** 0.5 * priors.temporal(motion.transpose(0, 1)).transpose(0, 1).reshape(x.shape[0], -1))
-    return torch.cat(out, -1)
+    return torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1)
+
+
+def refine_sequence(model: SMPL, x: torch.Tensor, config: FitConfig,
+                    data: Callable[[dict[str, torch.Tensor]], torch.Tensor], scale: PriorScale) -> torch.Tensor:
+    """Fitted frames ``x`` [F, P] refined together: one shape for all frames (``share_betas``; the frames' mean to
+    start) and temporal smoothness (``smooth``), with L-BFGS on the whole sequence's objective (the frames
+    couple, so the per-row Levenberg-Marquardt solver does not apply; its dense Jacobian would have F * P columns)."""
+    layout = _Layout(model, x.shape[0])
+    start = layout.unpack(x.detach())
+    betas = start["betas"].mean(0, keepdim=True) if config.share_betas else start["betas"]
+    variables = [v.clone().requires_grad_(True) for v in (betas, start["global_orient"], start["body_pose"],
+                                                           start["transl"])]
+    optimiser = torch.optim.LBFGS(variables, lr=1.0, max_iter=10 * config.iterations, history_size=50,
+                                  tolerance_grad=1e-9, tolerance_change=1e-12, line_search_fn="strong_wolfe")
+
+    def params_of() -> dict[str, torch.Tensor]:
+        return {"betas": variables[0].expand(x.shape[0], -1), "global_orient": variables[1],
+                "body_pose": variables[2], "transl": variables[3]}
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        params = params_of()
+        cost = torch.cat([data(params), _prior_residuals(params, model, config, scale)], -1).pow(2).sum()
+        if config.smooth > 0 and x.shape[0] > 1:
+            # the global orientation as a matrix: its axis-angle jumps where the angle passes pi (people facing
+            # the camera are turned by about pi), which would read as a huge acceleration
+            orient = axis_angle_to_matrix(params["global_orient"]).reshape(-1, 9)
+            motion = torch.cat([orient, params["body_pose"], params["transl"]], -1)
+            cost = cost + config.smooth * priors.temporal(motion).pow(2).sum()
+        cost.backward()
+        return cost
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        return layout.pack(params_of())
+
+
+def _couples(config: FitConfig, frames: int) -> bool:
+    return frames > 1 and (config.share_betas or config.smooth > 0)
 
 
 def _tile(values: torch.Tensor, rows: int) -> torch.Tensor:
@@ -173,29 +248,6 @@ def _check_targets(name: str, values: np.ndarray, confidence: np.ndarray, model:
         frame = int(np.argmin(usable))
         raise ReconError(f"{name}: frame {frame} has only {int(usable[frame])} usable joints "
                          f"(confidence >= {min_conf}); at least {min_joints} are needed")
-
-
-def _rotation_to_axis_angle(rot: np.ndarray) -> np.ndarray:
-    """Axis-angle [3] of a rotation matrix [3, 3] (via the quaternion, stable near pi)."""
-    m = rot
-    trace = np.trace(m)
-    candidates = [trace, m[0, 0], m[1, 1], m[2, 2]]
-    k = int(np.argmax(candidates))
-    if k == 0:
-        w = np.sqrt(1.0 + trace) / 2
-        q = np.array([w, (m[2, 1] - m[1, 2]) / (4 * w), (m[0, 2] - m[2, 0]) / (4 * w), (m[1, 0] - m[0, 1]) / (4 * w)])
-    else:
-        i, j, l = k - 1, k % 3, (k + 1) % 3
-        s = np.sqrt(max(1.0 + m[i, i] - m[j, j] - m[l, l], 1e-12)) * 2
-        q = np.zeros(4)
-        q[0] = (m[l, j] - m[j, l]) / s
-        q[1 + i] = s / 4
-        q[1 + j] = (m[j, i] + m[i, j]) / s
-        q[1 + l] = (m[l, i] + m[i, l]) / s
-    q = q / np.linalg.norm(q) * (1.0 if q[0] >= 0 else -1.0)
-    sin_half = np.linalg.norm(q[1:])
-    angle = 2 * np.arctan2(sin_half, q[0])
-    return q[1:] * (angle / sin_half) if sin_half > 1e-12 else 2 * q[1:]
 
 
 def _kabsch(source: np.ndarray, target: np.ndarray, weight: np.ndarray) -> np.ndarray:
@@ -234,16 +286,11 @@ def _wrap_orientation(layout: _Layout, x: torch.Tensor) -> torch.Tensor:
     return layout.pack({**params, "global_orient": wrap_axis_angle(params["global_orient"])})
 
 
-def _coupled_layout(model: SMPL, frames: int, config: FitConfig, start: torch.Tensor) -> tuple[_Layout, torch.Tensor]:
-    """The layout of the refining stages and ``start`` [F, P] (independent layout) repacked into it."""
-    layout = _Layout(model, frames, config.share_betas, coupled=config.smooth > 0 and frames > 1)
-    return layout, layout.pack(_Layout(model, frames).unpack(start))
-
-
 def fit_joints3d(model: SMPL, joints: np.ndarray, config: FitConfig, confidence: np.ndarray | None = None,
                  name: str = "joints") -> FitResult:
     """Fit to 3D joints ``joints`` [F, J, 3] (metres, the model's joint order); ``confidence`` [F, J]
     weighs them (0 ignores a joint; NaN joints need confidence 0)."""
+    _body_priors(model)
     joints = np.asarray(joints, dtype=np.float64)
     if joints.ndim == 2:
         joints = joints[None]
@@ -266,8 +313,11 @@ def fit_joints3d(model: SMPL, joints: np.ndarray, config: FitConfig, confidence:
 
     x = _init_from_torso(model, target, torso)
     x = _stage0(model, x, config, lambda q: residual(q, torso))
-    layout, x = _coupled_layout(model, joints.shape[0], config, x)
-    result = _finish(layout, _solve(layout, x, model, config, lambda q: residual(q, weight)), model)
+    layout = _Layout(model, joints.shape[0])
+    x = _solve(layout, x, model, config, lambda q: residual(q, weight))
+    if _couples(config, joints.shape[0]):
+        x = refine_sequence(model, x, config, lambda q: residual(q, weight), REFINE_PRIOR_SCALES[-1])
+    result = _finish(layout, x, model)
     err = np.linalg.norm(result.joints - joints, axis=-1) * MM  # [F, J] mm
     used = conf >= config.min_confidence
     per_frame = [float(e[u].mean()) for e, u in zip(err, used)]
@@ -292,7 +342,7 @@ def _init_from_torso(model: SMPL, target: torch.Tensor, weight: torch.Tensor) ->
         root = rest[f, 0]
         # posed = R (x - root) + root + transl sends the rest centre to the target centre
         params["transl"][f] = torch.as_tensor(centre_tgt - rot @ (centre_rest - root) - root)
-        params["global_orient"][f] = torch.as_tensor(_rotation_to_axis_angle(rot))
+        params["global_orient"][f] = matrix_to_axis_angle(torch.as_tensor(rot))
     return layout.pack(params)
 
 
@@ -310,6 +360,7 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
     The body translation plays the role of the camera translation (the camera stays where given).
     Two starts per frame, facing the camera and facing away, are fitted; the better is kept.
     """
+    _body_priors(model)
     xy = np.asarray(xy, dtype=np.float64)
     conf = np.asarray(confidence, dtype=np.float64)
     if xy.ndim != 3 or xy.shape[-1] != 2 or conf.shape != xy.shape[:2]:
@@ -328,44 +379,77 @@ def fit_keypoints2d(model: SMPL, xy: np.ndarray, confidence: np.ndarray, camera:
         w, tgt = _tile(w, proj.shape[0]), _tile(tgt, proj.shape[0])
         return (w.sqrt()[..., None] * robust_residuals(proj - tgt, config.sigma)).reshape(proj.shape[0], -1)
 
-    # Both facing candidates (rows: every frame facing the camera, then every frame facing away) go
-    # through every stage, as in SMPLify; each frame (the whole sequence when coupled) keeps the one
-    # with the lower final objective, priors included, which settles the monocular front/back ambiguity.
-    both = _init_facing_camera(model, np.where(used[..., None], xy, np.nan), camera)
-    both = _stage0(model, both, config, lambda q: residual(q, torso, target))
-    layout, toward = _coupled_layout(model, frames, config, both[:frames])
-    _, away = _coupled_layout(model, frames, config, both[frames:])
-    data = lambda q: residual(q, weight, target)  # noqa: E731
-    x = _solve(layout, torch.cat([toward, away]), model, config, data)
+    # HEADINGS starts per frame (rows h * F + f: facing the camera, then turned by a quarter turn at a time) go
+    # through every stage, as SMPLify does with its two facings; each frame keeps the start with the lowest final
+    # objective, priors included, which settles the monocular front/back ambiguity. Sequences are then refined
+    # as a whole (one shape, smooth motion).
+    # A sequence runs this on its key frames only (every KEYFRAME_STEP-th and the last); every frame then starts
+    # from its nearest key frame's fit and the whole sequence is refined together.
+    coupled = _couples(config, frames)
+    keys = np.unique(np.r_[np.arange(0, frames, KEYFRAME_STEP), frames - 1]) if coupled else np.arange(frames)
+    key_used = used[keys]
+    starts = _init_facing_camera(model, np.where(key_used[..., None], xy[keys], np.nan), camera)
+    key_torso, key_weight, key_target = torso[keys], weight[keys], target[keys]
+    starts = _stage0(model, starts, config, lambda q: residual(q, key_torso, key_target))
+    key_data = lambda q: residual(q, key_weight, key_target)  # noqa: E731
+    layout = _Layout(model, starts.shape[0])
+    x = _solve(layout, starts, model, config, key_data, KEYPOINT_PRIOR_SCALES)
     with torch.no_grad():
-        cost = _all_residuals(layout, x, model, config, data, REFINE_PRIOR_SCALES[-1]).pow(2).sum(-1)
-    half = x.shape[0] // 2
-    x = torch.where((cost[half:] < cost[:half])[:, None], x[half:], x[:half])
+        cost = _all_residuals(layout, x, model, config, key_data, KEYPOINT_PRIOR_SCALES[-1]).pow(2).sum(-1)
+    best = cost.reshape(HEADINGS, len(keys)).argmin(0)
+    x = x.reshape(HEADINGS, len(keys), -1)[best, torch.arange(len(keys))]
+    layout = _Layout(model, frames)
+    if coupled:  # in-between frames: the nearest key frame's pose, the translation interpolated
+        nearest = torch.as_tensor(np.abs(np.arange(frames)[:, None] - keys[None]).argmin(1))
+        start = _Layout(model, frames).unpack(x[nearest].clone())
+        key_transl = _Layout(model, len(keys)).unpack(x)["transl"].cpu().numpy()
+        start["transl"] = torch.as_tensor(np.stack([np.interp(np.arange(frames), keys, key_transl[:, d])
+                                                    for d in range(3)], -1)).to(x)
+        start["betas"] = start["betas"].mean(0, keepdim=True).expand(frames, -1)
+        # each frame on its own first (rows independent, the shape held): L-BFGS on the coupled sequence is slow to
+        # move a frame out of a start whose limbs are in another phase of the motion
+        all_data = lambda q: residual(q, weight, target)  # noqa: E731
+        no_betas = torch.ones(layout.num_betas + layout.motion, dtype=torch.bool)
+        no_betas[:layout.num_betas] = False
+        x = levenberg_marquardt(lambda z: _all_residuals(layout, z, model, config, all_data, KEYPOINT_PRIOR_SCALES[-1]),
+                                layout.pack(start), config.iterations, free=no_betas)
+        x = refine_sequence(model, x, config, all_data, KEYPOINT_PRIOR_SCALES[-1])
     result = _finish(layout, x, model)
     with torch.no_grad():
         proj = camera.project(torch.as_tensor(result.joints)).numpy()
     err = np.linalg.norm(proj - xy, axis=-1)
     per_frame = [float(e[u].mean()) for e, u in zip(err, used)]
+    max_per_frame = [float(e[u].max()) for e, u in zip(err, used)]
     result.report = {"mode": "keypoints2d", "frames": frames, "reprojection_px": float(np.mean(per_frame)),
-                     "max_reprojection_px": float(err[used].max()), "reprojection_px_per_frame": per_frame}
+                     "max_reprojection_px": max(max_per_frame), "reprojection_px_per_frame": per_frame,
+                     "max_reprojection_px_per_frame": max_per_frame, "shared_betas": bool(_couples(config, frames)
+                                                                                          and config.share_betas),
+                     "smooth": config.smooth if _couples(config, frames) else 0.0}
     return result
 
 
 def _init_facing_camera(model: SMPL, xy: np.ndarray, camera: PinholeCamera) -> torch.Tensor:
-    """Starts x [2F, P]: facing the camera (first F rows) and facing away, each with the translation
-    that puts the visible joints' centre on their keypoints' centre at the depth where the model's
-    torso length matches the observed one (SMPLify's camera initialisation). ``xy`` [F, J, 2], NaN = unused."""
+    """Starts x [HEADINGS * F, P] (rows h * F + f): facing the camera, then turned about the vertical axis by
+    360 / HEADINGS degrees at a time, each with the translation that puts the visible joints' centre on their
+    keypoints' centre at the depth where the model's torso length matches the observed one (SMPLify's camera
+    initialisation), in the mixture's mean pose where the model has one. ``xy`` [F, J, 2], NaN = unused."""
     frames = xy.shape[0]
     w2c = np.asarray(camera.world_to_camera, dtype=np.float64)
     rot_wc = w2c[:3, :3]
     flip_x = np.diag([1.0, -1.0, -1.0])  # model y up, facing +z  ->  camera y down, facing the camera
-    turn_y = np.diag([-1.0, 1.0, -1.0])
-    layout = _Layout(model, 2 * frames)
+    layout = _Layout(model, HEADINGS * frames)
     x = layout.zeros(model)
     params = layout.unpack(x)
-    rest = model.rest_joints(params["betas"][:1])[0].cpu().numpy()
+    mixture, _ = _body_priors(model)
+    if mixture is not None:  # start from the mixture's mean pose (arms down, as people stand), as SMPLify does
+        params["body_pose"][:] = mixture.mean_pose()
+    with torch.no_grad():
+        rest = _posed_joints(model, {k: v[:1] for k, v in params.items()})[0].cpu().numpy()  # at the origin
     index = {n: j for j, n in enumerate(model.joint_names)}
-    for k, rot in enumerate([rot_wc.T @ flip_x, rot_wc.T @ flip_x @ turn_y]):
+    for k in range(HEADINGS):
+        angle = 2 * np.pi * k / HEADINGS
+        turn = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+        rot = rot_wc.T @ flip_x @ turn
         for f in range(frames):
             used = np.isfinite(xy[f]).all(-1)
             depth = _depth_from_torso(rest, xy[f], used, index, camera)
@@ -373,7 +457,7 @@ def _init_facing_camera(model: SMPL, xy: np.ndarray, camera: PinholeCamera) -> t
             ray = np.array([(centre_px[0] - camera.cx) / camera.fx, (centre_px[1] - camera.cy) / camera.fy, 1.0])
             world_centre = rot_wc.T @ (ray * depth - w2c[:3, 3])
             params["transl"][k * frames + f] = torch.as_tensor(world_centre - rot @ (centre_rest - rest[0]) - rest[0])
-            params["global_orient"][k * frames + f] = torch.as_tensor(_rotation_to_axis_angle(rot))
+            params["global_orient"][k * frames + f] = matrix_to_axis_angle(torch.as_tensor(rot))
     return layout.pack(params)
 
 
@@ -451,6 +535,7 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
     axis (orientation and translation only); the best start of each facing (towards +z and away) is refined
     and the better result is kept.
     """
+    _body_priors(model)
     points = np.asarray(points, dtype=np.float64)
     if points.ndim != 2 or points.shape[1] != 3 or len(points) < 10:
         raise ReconError(f"{name}: a scan needs at least 10 points [N, 3] (got shape {list(points.shape)})")
@@ -466,7 +551,7 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
         verts, _ = model(params["betas"], params["global_orient"], params["body_pose"], params["transl"])
         return model_surface_points(verts, model.faces, bary)
 
-    def icp(layout: _Layout, x: torch.Tensor, scale: float | None, free: torch.Tensor | None) -> torch.Tensor:
+    def icp(layout: _Layout, x: torch.Tensor, scale: PriorScale | None, free: torch.Tensor | None) -> torch.Tensor:
         for _ in range(config.iterations):
             with torch.no_grad():
                 d = torch.cdist(surface(layout.unpack(x)), scan[None].expand(x.shape[0], -1, -1))

@@ -68,6 +68,24 @@ def default_camera(width: int, height: int) -> PinholeCamera:
     return PinholeCamera(focal, focal, width / 2.0, height / 2.0)
 
 
+def camera_for_image(path: str | os.PathLike) -> tuple[PinholeCamera, str]:
+    """The camera of a photo and where its focal length came from: the EXIF focal length (35 mm equivalent, else
+    focal length and sensor resolution; ``"exif"``), else ``default_camera`` (``"default"``)."""
+    from PIL import Image
+
+    from recon.engine.sfm.photos import exif_focal_pixels
+
+    try:
+        with Image.open(path) as im:
+            width, height = im.size
+            focal = exif_focal_pixels(im.getexif(), width, width, height)
+    except (OSError, ValueError, SyntaxError) as exc:
+        raise ReconError(f"{path}: cannot read image ({exc})") from None
+    if focal is None:
+        return default_camera(width, height), "default"
+    return PinholeCamera(focal, focal, width / 2.0, height / 2.0), "exif"
+
+
 def read_scan(path: str | os.PathLike) -> np.ndarray:
     """Points [N, 3] of a scan: a point cloud or the vertices of a mesh (.ply, .obj, .xyz)."""
     return np.asarray(read_shape(path).points, dtype=np.float64)

@@ -1,7 +1,12 @@
 """2D keypoint inputs: OpenPose BODY_25 and COCO-17 JSON as those tools write them, plus plain arrays.
 
-Every reader returns ``Keypoints2D``: ``xy`` [F, K, 2] pixels, ``confidence`` [F, K] and the layout
-name, one frame per image. ``to_smpl_joints`` then maps a layout onto SMPL joint indices.
+``read_people`` returns every person of a file (or of a folder of per-frame OpenPose JSONs) as a
+``Person``: a label, the ids the file gives it (COCO annotation ids, OpenPose index) and its
+``Keypoints2D`` (``xy`` [F, K, 2] pixels, ``confidence`` [F, K], layout name) over the frames it appears in.
+Who is who across frames: COCO ``track_id`` when present; else one person per image makes a single track;
+else (OpenPose frames, COCO images with several people) the k-th person of each frame is track k, as those
+files list them (OpenPose does not track people; run a tracker first when the order changes).
+``read_keypoints`` keeps the most confident person only. ``to_smpl_joints`` maps a layout onto SMPL joints.
 
 Mapping from SMPL joints (names in ``recon.engine.smpl.synthetic.JOINT_NAMES``) to each layout. Only
 keypoints with an anatomical SMPL joint are used; the face (nose, eyes, ears) and the toes/heels
@@ -61,24 +66,141 @@ class Keypoints2D:
     layout: str
 
 
-def read_keypoints(path: str | os.PathLike, layout: str = "auto", num_joints: int = 24) -> Keypoints2D:
-    """Read 2D keypoints from OpenPose JSON, COCO JSON (results list or annotation file), ``.npy`` or a
-    plain JSON array [F, K, 2|3] / [K, 2|3] (or ``{"keypoints": ...}``).
+@dataclass
+class Person:
+    """One person of a keypoint file: ``label`` (for file names), ``ids`` (``coco_annotation_id`` per frame,
+    ``openpose_index``, ``track_id``), ``frames`` (image ids or file names) and the ``keypoints``."""
 
-    ``layout`` is ``auto`` (from the keypoint count: 17 COCO, 25 BODY_25, ``num_joints`` SMPL joints),
-    ``coco17``, ``body25`` or ``smpl``.
+    label: str
+    ids: dict
+    frames: list
+    keypoints: Keypoints2D
+
+
+def read_people(path: str | os.PathLike, layout: str = "auto", num_joints: int = 24) -> list[Person]:
+    """Every person in a keypoint file or a folder of per-frame OpenPose JSONs (sorted by name), in file order.
+
+    Files: OpenPose JSON (one frame, or a list of frames), COCO JSON (annotation file or results list), ``.npy``
+    or a plain JSON array [F, K, 2|3] / [K, 2|3] (or ``{"keypoints": ...}``), which hold one person. ``layout``
+    is ``auto`` (from the keypoint count: 17 COCO, 25 BODY_25, ``num_joints`` SMPL joints), ``coco17``,
+    ``body25`` or ``smpl``.
     """
     path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.json"))
+        if not files:
+            raise ReconError(f"{path}: the folder holds no .json keypoint files")
+        return _openpose_people(path, [(f.name, _openpose_doc(f, _load_json(f))) for f in files], layout, num_joints)
     if not path.is_file():
         raise ReconError(f"{path}: keypoint file not found")
     if path.suffix == ".npy":
-        array = _load_npy(path)
+        return [_person(path, "person_0", {}, None, _load_npy(path), layout, num_joints)]
+    doc = _load_json(path)
+    if isinstance(doc, dict) and "people" in doc:  # OpenPose, one frame
+        return _openpose_people(path, [(path.name, doc)], layout, num_joints)
+    if isinstance(doc, list) and doc and isinstance(doc[0], dict) and "people" in doc[0]:  # OpenPose frames
+        return _openpose_people(path, [(f"{path.name}[{i}]", _openpose_doc(path, d)) for i, d in enumerate(doc)],
+                                layout, num_joints)
+    if isinstance(doc, dict) and "annotations" in doc:  # COCO annotation file
+        return _coco_people(path, doc["annotations"], layout, num_joints)
+    if isinstance(doc, list) and doc and isinstance(doc[0], dict) and "keypoints" in doc[0]:  # COCO results
+        return _coco_people(path, doc, layout, num_joints)
+    if isinstance(doc, dict) and "keypoints" in doc:
+        doc = doc["keypoints"]
+    try:
+        array = np.asarray(doc, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ReconError(f"{path}: not a keypoint file (expected OpenPose, COCO or a [frames, K, 3] array)") from None
+    return [_person(path, "person_0", {}, None, array, layout, num_joints)]
+
+
+def read_keypoints(path: str | os.PathLike, layout: str = "auto", num_joints: int = 24) -> Keypoints2D:
+    """The keypoints of the most confident person of ``read_people`` (highest confidence sum per frame)."""
+    people = read_people(path, layout, num_joints)
+    return max(people, key=lambda p: float(p.keypoints.confidence.sum()) / len(p.frames)).keypoints
+
+
+def _load_json(path: Path) -> object:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ReconError(f"{path}: cannot read keypoint JSON ({exc})") from None
+
+
+def _load_npy(path: Path) -> np.ndarray:
+    try:
+        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
+    except (OSError, ValueError) as exc:
+        raise ReconError(f"{path}: cannot read keypoint array ({exc})") from None
+
+
+def _openpose_doc(path: Path, doc: object) -> dict:
+    if not isinstance(doc, dict) or not isinstance(doc.get("people"), list):
+        raise ReconError(f"{path}: not an OpenPose keypoint file (no 'people' list)")
+    return doc
+
+
+def _openpose_people(path: Path, frames: list[tuple[str, dict]], layout: str, num_joints: int) -> list[Person]:
+    """Track k = the k-th person with ``pose_keypoints_2d`` of every frame (frames without one are skipped)."""
+    tracks: dict[int, list[tuple[str, np.ndarray]]] = {}
+    for name, doc in frames:
+        people = [p for p in doc["people"] if p.get("pose_keypoints_2d")]
+        for k, person in enumerate(people):
+            tracks.setdefault(k, []).append((name, _entry_array(path, person["pose_keypoints_2d"])))
+    if not tracks:
+        raise ReconError(f"{path}: no person with pose_keypoints_2d in any OpenPose frame")
+    return [_person(path, f"person_{k}", {"openpose_index": k}, [n for n, _ in rows],
+                    _stack(path, [a for _, a in rows]), layout, num_joints) for k, rows in sorted(tracks.items())]
+
+
+def _coco_people(path: Path, entries: list, layout: str, num_joints: int) -> list[Person]:
+    """People of COCO entries: by ``track_id``; else one track when every image has one person; else by rank
+    within each image (annotation id order, else file order). Frames are ordered by ``image_id``."""
+    rows = []
+    for i, entry in enumerate(entries):
+        if not isinstance(entry, dict) or "keypoints" not in entry:
+            raise ReconError(f"{path}: a COCO entry has no 'keypoints'")
+        rows.append((entry.get("image_id", i), entry.get("id", i), entry))
+    if not rows:
+        raise ReconError(f"{path}: the COCO file has no keypoint entries")
+    images = sorted({r[0] for r in rows}, key=lambda v: (not isinstance(v, (int, float)), v if isinstance(v, (int, float)) else str(v)))
+    per_image = {img: sorted([r for r in rows if r[0] == img], key=lambda r: r[1]) for img in images}
+    if all("track_id" in r[2] for r in rows):
+        keys = sorted({r[2]["track_id"] for r in rows})
+        members = {k: [r for img in images for r in per_image[img] if r[2]["track_id"] == k] for k in keys}
+        label = lambda k: f"track_{k}"  # noqa: E731
+    elif all(len(v) == 1 for v in per_image.values()):
+        members, label = {0: [v[0] for v in per_image.values()]}, (lambda k: f"person_{rows[0][1]}" if len(images) == 1 else "person_0")
     else:
-        try:
-            doc = json.loads(path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ReconError(f"{path}: cannot read keypoint JSON ({exc})") from None
-        array = _array_from_json(path, doc)
+        most = max(len(v) for v in per_image.values())
+        members = {k: [per_image[img][k] for img in images if len(per_image[img]) > k] for k in range(most)}
+        label = (lambda k: f"person_{members[k][0][1]}") if len(images) == 1 else (lambda k: f"person_{k}")
+    people = []
+    for k, group in members.items():
+        ids = {"coco_annotation_id": [r[2]["id"] for r in group]} if all("id" in r[2] for r in group) else {}
+        if "track_id" in group[0][2]:
+            ids["track_id"] = group[0][2]["track_id"]
+        arrays = [_entry_array(path, r[2]["keypoints"]) for r in group]
+        people.append(_person(path, label(k), ids, [r[0] for r in group], _stack(path, arrays), layout, num_joints))
+    return people
+
+
+def _entry_array(path: Path, values: object) -> np.ndarray:
+    try:
+        return np.asarray(values, dtype=np.float64).reshape(-1, 3)
+    except (TypeError, ValueError):
+        raise ReconError(f"{path}: keypoints must be flat lists of x, y, confidence triples") from None
+
+
+def _stack(path: Path, arrays: list[np.ndarray]) -> np.ndarray:
+    if len({a.shape for a in arrays}) != 1:
+        raise ReconError(f"{path}: frames have different keypoint counts ({sorted({len(a) for a in arrays})})")
+    return np.stack(arrays)
+
+
+def _person(path: Path, label: str, ids: dict, frames: list | None, array: np.ndarray, layout: str,
+            num_joints: int) -> Person:
+    """A ``Person`` from keypoints [F, K, 2|3] (or [K, 2|3]), checked."""
     if array.ndim == 2:
         array = array[None]
     if array.ndim != 3 or array.shape[-1] not in (2, 3):
@@ -93,58 +215,8 @@ def read_keypoints(path: str | os.PathLike, layout: str = "auto", num_joints: in
         f, k = np.argwhere(bad)[0]
         raise ReconError(f"{path}: keypoint {k} of frame {f} is NaN or infinite (give confidence 0 for missing points)")
     xy = np.where(np.isfinite(xy), xy, 0.0)
-    return Keypoints2D(xy=xy, confidence=conf, layout=layout)
-
-
-def _load_npy(path: Path) -> np.ndarray:
-    try:
-        return np.asarray(np.load(path, allow_pickle=False), dtype=np.float64)
-    except (OSError, ValueError) as exc:
-        raise ReconError(f"{path}: cannot read keypoint array ({exc})") from None
-
-
-def _array_from_json(path: Path, doc: object) -> np.ndarray:
-    """Keypoints [F, K, 3] (or [F, K, 2]) from any of the supported JSON shapes."""
-    if isinstance(doc, dict) and "people" in doc:  # OpenPose, one frame
-        return _openpose_frame(path, doc)[None]
-    if isinstance(doc, list) and doc and isinstance(doc[0], dict) and "people" in doc[0]:  # OpenPose frames
-        return np.stack([_openpose_frame(path, d) for d in doc])
-    if isinstance(doc, dict) and "annotations" in doc:  # COCO annotation file
-        return _coco_entries(path, doc["annotations"])
-    if isinstance(doc, list) and doc and isinstance(doc[0], dict) and "keypoints" in doc[0]:  # COCO results
-        return _coco_entries(path, doc)
-    if isinstance(doc, dict) and "keypoints" in doc:
-        doc = doc["keypoints"]
-    try:
-        return np.asarray(doc, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise ReconError(f"{path}: not a keypoint file (expected OpenPose, COCO or a [frames, K, 3] array)") from None
-
-
-def _openpose_frame(path: Path, doc: dict) -> np.ndarray:
-    """The most confident person of one OpenPose frame as [K, 3]."""
-    people = [p for p in doc["people"] if p.get("pose_keypoints_2d")]
-    if not people:
-        raise ReconError(f"{path}: an OpenPose frame has no person with pose_keypoints_2d")
-    arrays = [np.asarray(p["pose_keypoints_2d"], dtype=np.float64).reshape(-1, 3) for p in people]
-    return max(arrays, key=lambda a: float(a[:, 2].sum()))
-
-
-def _coco_entries(path: Path, entries: list) -> np.ndarray:
-    """One person per image (the best scored or with most keypoints), frames ordered by ``image_id``."""
-    best: dict[object, tuple[float, np.ndarray]] = {}
-    for entry in entries:
-        if "keypoints" not in entry:
-            raise ReconError(f"{path}: a COCO entry has no 'keypoints'")
-        kp = np.asarray(entry["keypoints"], dtype=np.float64).reshape(-1, 3)
-        score = float(entry.get("score", entry.get("num_keypoints", (kp[:, 2] > 0).sum())))
-        image = entry.get("image_id", len(best))
-        if image not in best or score > best[image][0]:
-            best[image] = (score, kp)
-    if not best:
-        raise ReconError(f"{path}: the COCO file has no keypoint entries")
-    order = sorted(best) if all(isinstance(k, (int, float)) for k in best) else list(best)
-    return np.stack([best[k][1] for k in order])
+    frames = list(range(len(array))) if frames is None else frames
+    return Person(label, ids, frames, Keypoints2D(xy=xy, confidence=conf, layout=layout))
 
 
 def _resolve_layout(path: Path, layout: str, count: int, num_joints: int) -> str:

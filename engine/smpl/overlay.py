@@ -10,9 +10,10 @@ MESH_COLOUR = np.array([0.55, 0.75, 1.0])
 
 
 def render_mesh_overlay(image: np.ndarray, vertices: np.ndarray, faces: np.ndarray, camera: PinholeCamera,
-                        keypoints: np.ndarray | None = None, opacity: float = 0.7) -> np.ndarray:
-    """``image`` [H, W, 3] in [0, 1] with the mesh (``vertices`` [V, 3] world, ``faces`` [F, 3]) drawn over it,
-    flat-shaded by the angle to the viewing ray; ``keypoints`` [K, 2] pixels are marked as red squares."""
+                        keypoints: np.ndarray | None = None, opacity: float = 0.7,
+                        colour: np.ndarray = MESH_COLOUR) -> np.ndarray:
+    """``image`` [H, W, 3] in [0, 1] with the mesh (``vertices`` [V, 3] world, ``faces`` [F, 3]) drawn over it in
+    ``colour``, flat-shaded by the angle to the viewing ray; ``keypoints`` [K, 2] pixels are marked as red squares."""
     height, width = image.shape[:2]
     w2c = np.asarray(camera.world_to_camera, dtype=np.float64)
     cam = vertices @ w2c[:3, :3].T + w2c[:3, 3]
@@ -30,7 +31,7 @@ def render_mesh_overlay(image: np.ndarray, vertices: np.ndarray, faces: np.ndarr
         _fill_triangle(p, z, lit, depth, shade)
     out = image[..., :3].astype(np.float64).copy()
     covered = np.isfinite(depth)
-    colour = (0.3 + 0.7 * shade[..., None]) * MESH_COLOUR
+    colour = (0.3 + 0.7 * shade[..., None]) * np.asarray(colour)
     out[covered] = (1 - opacity) * out[covered] + opacity * colour[covered]
     for x, y in (keypoints if keypoints is not None else []):
         xi, yi = int(round(x)), int(round(y))

@@ -1,7 +1,7 @@
 """Priors on SMPL parameters, written as residuals: each prior's cost is the sum of their squares.
 
-SMPLify uses a Gaussian mixture pose prior learned from CMU mocap; that model cannot be downloaded
-at run time, so recon uses, instead:
+The Gaussian-mixture pose prior learned from CMU motion capture (SMPLify's) is ``pose_prior.py``; the
+fits use it for 2D keypoints. Here:
 
 * ``pose_l2``: the body pose itself (axis-angle), pulling unobserved rotations (twists, hands, feet)
   towards the rest pose;
@@ -9,7 +9,7 @@ at run time, so recon uses, instead:
 * ``bend``: knees and elbows bend one way only: a hinge on the wrong-way component (knee about +x,
   left elbow about -y, right elbow about +y, in the SMPL frame: y up, facing +z, left at +x);
 * ``shape_l2``: the betas (they are in units of the shape space's standard deviations);
-* ``temporal``: differences of consecutive frames (for sequences).
+* ``temporal``: accelerations (second differences) along a sequence, velocities for two frames.
 """
 from __future__ import annotations
 
@@ -45,5 +45,8 @@ def shape_l2(betas: torch.Tensor) -> torch.Tensor:
 
 
 def temporal(values: torch.Tensor) -> torch.Tensor:
-    """Residuals [F - 1, D]: differences of consecutive frames of ``values`` [F, D]."""
-    return values[1:] - values[:-1]
+    """Residuals of ``values`` [F, D] along the frames: second differences [F - 2, D] (steady motion is free),
+    or the difference [1, D] of two frames."""
+    if values.shape[0] < 3:
+        return values[1:] - values[:-1]
+    return values[2:] - 2 * values[1:-1] + values[:-2]
