@@ -128,7 +128,6 @@ def _coco_entry(scene, annotation_id: int, image_id: int) -> dict:
             "num_keypoints": int((kp[:, 2] > 0).sum())}
 
 
-@pytest.mark.slow
 def test_cli_fits_every_person_of_a_coco_file(tmp_path, seed):
     """A COCO annotation file with three people in one image gives one folder per person (named by annotation id)
     with its parameters and mesh, and report.json maps each to its annotation id; each person's fitted pelvis
@@ -215,7 +214,6 @@ def test_cli_fits_a_60_frame_openpose_sequence_with_one_shape(tmp_path, seed):
 SEQUENCE_BOUND_MM = 200.0
 
 
-@pytest.mark.slow
 def test_makehuman_body_model_fits_real_motion(tmp_path, seed):
     """The CC0 MakeHuman body built into the SMPL layout: a T-pose in metres (arms level, 1.69 m tall), skinning
     weights summing to 1, faces on the body only; and it fits a CMU keypoint scene through the command line with
