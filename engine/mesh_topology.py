@@ -11,8 +11,9 @@ Meshes are vertices [V, 3] and faces [F, 3] int64. Definitions:
   when an edge of one crosses the other's interior; pairs sharing one vertex when the edge opposite it in
   one crosses the other (any other contact would make them coplanar). An edge crosses a face when its
   ends lie strictly on either side of the face's plane and the crossing point lies in the (closed) face,
-  decided by signs of float64 orientation determinants; so a face whose corner only touches another, and
-  coplanar overlaps, are not counted. open3d's ``get_self_intersecting_triangles`` counts those too: on
+  decided by signs of float64 orientation determinants and each hit confirmed in exact rational arithmetic
+  (float64 got near-touching faces of a Spot export wrong: 15 pairs, none real); so a face whose corner only
+  touches another, and coplanar overlaps, are not counted. open3d's ``get_self_intersecting_triangles`` counts those too: on
   marching-cubes meshes of 60 noise grids (the set of docs/benchmarks.md) it flagged 6 meshes, every
   flagged pair one of faces with corners (numerically) on each other's plane, and this check none.
 """
@@ -182,7 +183,32 @@ def self_intersecting_pairs(vertices: np.ndarray, faces: np.ndarray, chunk: int 
                     sel = free.nonzero()[:, 0]
                     crossed[sel] |= segments_cross_triangles(vt[one[sel, i]], vt[one[sel, j]], vt[other[sel]])
         hits.append(part[crossed])
-    return torch.cat(hits).numpy() if hits else np.zeros((0, 2), np.int64)
+    found = torch.cat(hits).numpy() if hits else np.zeros((0, 2), np.int64)
+    # float64 signs of near-zero determinants can be wrong (near-touching faces): confirm each hit exactly
+    return found[[_crosses_exactly(v, f[a], f[b]) for a, b in found]] if len(found) else found
+
+
+def _crosses_exactly(v: np.ndarray, fa: np.ndarray, fb: np.ndarray) -> bool:
+    """The crossing test of two faces (vertex indices [3] each) in exact rational arithmetic."""
+    from fractions import Fraction
+
+    def orient(a, b, c, d):
+        ab, ac, ad = [[y - x for x, y in zip(a, p)] for p in (b, c, d)]
+        return ((ab[1] * ac[2] - ab[2] * ac[1]) * ad[0] + (ab[2] * ac[0] - ab[0] * ac[2]) * ad[1]
+                + (ab[0] * ac[1] - ab[1] * ac[0]) * ad[2])
+
+    corners = {i: [Fraction(float(x)) for x in v[i]] for i in (*fa, *fb)}
+    for one, other in ((fa, fb), (fb, fa)):
+        a, b, c = (corners[i] for i in other)
+        for k in range(3):
+            i, j = one[k], one[(k + 1) % 3]
+            if i in other or j in other:
+                continue
+            p, q = corners[i], corners[j]
+            s = (orient(p, q, a, b), orient(p, q, b, c), orient(p, q, c, a))
+            if orient(a, b, c, p) * orient(a, b, c, q) < 0 and (min(s) >= 0 or max(s) <= 0):
+                return True
+    return False
 
 
 # ----------------------------------------------------------------------------- report

@@ -108,3 +108,15 @@ def test_grid_broad_phase_misses_no_pair(seed):
     want = {(a, b) for a, b, c in zip(i, j, crossed.numpy()) if c}
     got = {tuple(p) for p in self_intersecting_pairs(v, f).tolist()}
     assert got == want and len(want) > 0
+
+
+def test_faces_touching_at_a_repeated_corner_do_not_cross():
+    """Two faces of a Spot SDF export (marching cubes at 256^3, original coordinates) meeting at one position
+    held by two vertices: float64 signs called them crossing, exact arithmetic does not."""
+    v = np.array([[0.28210765882550776, 0.727383687605429, -0.3194323893757728],
+                  [0.28210765882550776, 0.7200779068084379, -0.32785351160945664],
+                  [0.2736865365918239, 0.727383687605429, -0.32064660633000563],
+                  [0.29012687927915776, 0.7189625653717452, -0.32785351160945664],
+                  [0.28210765882550776, 0.727383687605429, -0.3194323893757728],
+                  [0.2905287810591916, 0.7189625653717452, -0.32779156241788454]])
+    assert len(self_intersecting_pairs(v, np.array([[0, 1, 2], [3, 4, 5]]))) == 0
