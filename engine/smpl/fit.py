@@ -5,8 +5,8 @@ moves only the global orientation and translation to the torso; later stages fre
 3D fits let the prior weights shrink (``REFINE_PRIOR_SCALES``); 2D fits keep them (``KEYPOINT_PRIOR_SCALES``:
 the CMU pose mixture, a shape prior that never fades), since keypoints leave depth and limb directions open.
 Frames are independent unless ``smooth`` > 0 (temporal smoothness) or ``share_betas`` (one body shape for the
-sequence): those sequences are then refined together with L-BFGS (``refine_sequence``). Every fit also
-penalises limb self-penetration (``penetration.py``) where the skeleton is SMPL's.
+sequence): those sequences are then refined together with L-BFGS (``refine_sequence``). 2D and scan fits penalise
+limb self-penetration (``penetration.py``) where the skeleton is SMPL's.
 
 Units: 3D residuals are in millimetres and 2D residuals in pixels, so the default prior weights
 mean the same thing in both.
@@ -29,20 +29,22 @@ from recon.engine.smpl.pose_prior import MixturePrior
 from recon.engine.smpl.solver import levenberg_marquardt
 
 class PriorScale(NamedTuple):
-    """One stage's multipliers of the pose and shape prior weights, and which pose prior it uses: the CMU mixture
-    (2D fits, where the data leave limb depth open) or L2 on the axis-angles (3D targets pin the pose down, and
-    need not be everyday poses)."""
+    """One stage's multipliers of the pose and shape prior weights, its pose prior (the CMU mixture for 2D fits,
+    where the data leave limb depth open; else L2 on the axis-angles: 3D targets pin the pose down and need not be
+    everyday poses) and whether limb self-penetration is penalised (2D fits and scans; 3D joints may be any pose)."""
 
     pose: float
     shape: float
     mixture: bool = False
+    penetration: bool = False
 
 
 # 3D targets (joints, scans) pin the body down, so the priors may fade; 2D keypoints leave depth, limb
 # directions and body size open, so the priors keep a weight that a reprojection gain within the keypoints'
 # noise cannot buy off, and the shape prior never fades.
 REFINE_PRIOR_SCALES = (PriorScale(1.0, 1.0), PriorScale(0.1, 0.1), PriorScale(0.01, 0.01))
-KEYPOINT_PRIOR_SCALES = (PriorScale(1.0, 1.0, True), PriorScale(0.3, 1.0, True), PriorScale(0.1, 1.0, True))
+SCAN_PRIOR_SCALES = tuple(s._replace(penetration=True) for s in REFINE_PRIOR_SCALES)
+KEYPOINT_PRIOR_SCALES = tuple(PriorScale(pose, 1.0, True, True) for pose in (1.0, 0.3, 0.1))
 SEQUENCE_SMOOTH = 1000.0  # the default ``smooth`` of keypoint sequences (rad^2 and m^2 of acceleration per frame)
 KEYFRAME_STEP = 20  # a keypoint sequence searches headings on every 20th frame, then refines every frame
 HEADINGS = 4  # starts per frame of a 2D fit, turned about the body's vertical axis by 360 / HEADINGS degrees
@@ -63,7 +65,7 @@ class FitConfig:
         "help": "weight of the L2 body-pose prior (3D fits, and skeletons the mixture does not cover), first stage"})
     shape_prior: float = field(default=100.0, metadata={"help": "weight of the L2 shape (betas) prior"})
     penetration: float = field(default=100.0, metadata={
-        "help": "weight of the limb self-penetration penalty (overlap of limb spheres, mm)"})
+        "help": "weight of the limb self-penetration penalty of 2D and scan fits (overlap of limb capsules, mm)"})
     bend_prior: float = field(default=1e4, metadata={"help": "weight of the knee/elbow bending-direction prior"})
     angle_prior: float = field(default=1e4, metadata={"help": "weight of the joint angle-limit prior"})
     smooth: float = field(default=0.0, metadata={
@@ -150,7 +152,7 @@ _BODY_PRIORS: "weakref.WeakKeyDictionary[SMPL, tuple]" = weakref.WeakKeyDictiona
 
 
 def _body_priors(model: SMPL) -> tuple[MixturePrior | None, LimbCapsules | None]:
-    """The pose mixture and limb spheres of ``model`` (None where its skeleton is not SMPL's), cached: every fit
+    """The pose mixture and limb capsules of ``model`` (None where its skeleton is not SMPL's), cached: every fit
     calls this first, outside the solver's forward-mode transform (where buffers cannot be read as numpy)."""
     key = (model.v_template.device, model.v_template.dtype)
     cached = _BODY_PRIORS.get(model)
@@ -164,14 +166,14 @@ def _prior_residuals(params: dict[str, torch.Tensor], model: SMPL, config: FitCo
                      scale: PriorScale) -> torch.Tensor:
     """Per-frame prior residuals [F, R] at the stage's prior weights ``scale``."""
     pose = params["body_pose"]
-    mixture, spheres = _body_priors(model)
+    mixture, capsules = _body_priors(model)
     out = [(scale.pose * config.pose_prior) ** 0.5 * mixture.residuals(pose) if mixture is not None and scale.mixture
            else (scale.pose * config.pose_l2) ** 0.5 * priors.pose_l2(pose),
            (scale.shape * config.shape_prior) ** 0.5 * priors.shape_l2(params["betas"]),
            config.bend_prior ** 0.5 * priors.bend(pose, model.joint_names),
            config.angle_prior ** 0.5 * priors.angle_limit(pose)]
-    if spheres is not None and config.penetration > 0:
-        out.append(config.penetration ** 0.5 * MM * spheres.overlaps(_posed_joints(model, params)))
+    if capsules is not None and config.penetration > 0 and scale.penetration:
+        out.append(config.penetration ** 0.5 * MM * capsules.overlaps(_posed_joints(model, params)))
     return torch.cat(out, -1)
 
 
@@ -581,12 +583,12 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
     # facings; the best of each facing goes through every stage and the lower final objective, priors
     # included, wins.
     layout, x = _Layout(model, 1), x[list(_opposite_facings(headings.unpack(x)["global_orient"], to_scan + to_model))]
-    for scale in REFINE_PRIOR_SCALES:
+    for scale in SCAN_PRIOR_SCALES:
         x = icp(layout, x, scale, None)
     with torch.no_grad():
         params = layout.unpack(x)
         to_scan, to_model = chamfer(surface(params), scan[None].expand(x.shape[0], -1, -1))
-        priors_cost = _prior_residuals(params, model, config, REFINE_PRIOR_SCALES[-1]).pow(2).sum(-1)
+        priors_cost = _prior_residuals(params, model, config, SCAN_PRIOR_SCALES[-1]).pow(2).sum(-1)
         best = int(torch.argmin(SCAN_WEIGHT * MM**2 * (to_scan + to_model) + priors_cost))
     x, to_scan, to_model = x[best:best + 1], to_scan[best], to_model[best]
     result = _finish(layout, x, model)
