@@ -67,8 +67,8 @@ TORSO_CHAIN = ("spine1", "spine2", "spine3", "neck", "left_collar", "right_colla
 
 
 def test_fit_keypoints2d_recovers_under_2px(model, seed):
-    """Noise-free keypoints of the model itself (real motion is test_smpl_mocap.py's). Monocular fits are ambiguous in depth (a limb bent toward or away from the camera projects alike), so
-    the truth is a person with a near-upright torso and freely posed limbs, and the orientation bound (60
+    """Noise-free keypoints of the model itself (real motion is test_smpl_mocap.py's). Monocular fits are
+    ambiguous in depth (a limb bent toward or away from the camera projects alike), so the truth is a person with a near-upright torso and freely posed limbs, and the orientation bound (60
     degrees) checks the body faces the right way, not its exact pose. Measured with the weakened priors below
     on seeds 7000-7015 (32 frames): reprojection at most 1.07 px, orientation at most 37 degrees off."""
     gen = torch.Generator().manual_seed(seed)
