@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,11 @@ import pytest
 import torch
 
 from recon.engine.errors import ReconError
-from recon.engine.io.images import read_image, write_image
+from recon.engine.io.images import write_image
 from recon.engine.models.rays import camera_rays
 from recon.engine.scene import load_scene
 from recon.engine.scene.camera import Camera
-from recon.engine.scene.undistort import (distort_points, field_of_view, lens_directions, pixel_directions,
+from recon.engine.scene.undistort import (distort_points, field_of_view, pixel_directions,
                                           undistort_points, undistorted_camera)
 from recon.engine.scene.undistorted import (ignore_distortion, lens_plans, load_fit_scene, scene_for_model,
                                             undistort_scene)
