@@ -52,6 +52,8 @@ TORSO_JOINTS = ("pelvis", "left_hip", "right_hip", "spine1", "spine2", "spine3",
                 "right_shoulder", "left_collar", "right_collar")
 MM = 1000.0
 SCAN_WEIGHT = 24.0
+ICP_TOLERANCE = 1e-3  # a scan fit's stage ends when a round of fresh matches lowers no start's objective by more
+ICP_MAX_ROUNDS = 4  # ... or after this many times ``iterations`` rounds
 
 
 @dataclass
@@ -533,7 +535,8 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
     """Fit one body to a scan's points [N, 3] (metres, y up) with a symmetric chamfer distance plus priors.
 
     ICP style: nearest-neighbour matches both ways are fixed for two Levenberg-Marquardt iterations,
-    then recomputed (``iterations`` rounds per stage). Stage 0 tries four headings about the vertical
+    then recomputed, round after round until a round lowers the objective by less than ``ICP_TOLERANCE``
+    (relative; at most ``ICP_MAX_ROUNDS * iterations`` rounds per stage). Stage 0 tries four headings about the vertical
     axis (orientation and translation only); the best start of each facing (towards +z and away) is refined
     and the better result is kept.
     """
@@ -554,7 +557,8 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
         return model_surface_points(verts, model.faces, bary)
 
     def icp(layout: _Layout, x: torch.Tensor, scale: PriorScale | None, free: torch.Tensor | None) -> torch.Tensor:
-        for _ in range(config.iterations):
+        previous = None
+        for _ in range(ICP_MAX_ROUNDS * config.iterations):
             with torch.no_grad():
                 d = torch.cdist(surface(layout.unpack(x)), scan[None].expand(x.shape[0], -1, -1))
                 to_scan, to_model = d.argmin(2), d.argmin(1)
@@ -566,6 +570,11 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
                     return data
                 return torch.cat([data, _prior_residuals(params, model, config, scale)], -1)
 
+            with torch.no_grad():
+                cost = residuals(x).pow(2).sum(-1)
+            if previous is not None and bool((previous - cost <= ICP_TOLERANCE * previous).all()):
+                break
+            previous = cost
             x = levenberg_marquardt(residuals, x, 2, free=free)
         return x
 
