@@ -30,16 +30,24 @@ def _random_params(frames: int, gen: torch.Generator, pose_std: float = 0.3, ben
             "transl": rnd(frames, 3) * 0.3}
 
 
-def _body_params(model: SMPL, frames: int, gen: torch.Generator, **spread: float) -> dict[str, torch.Tensor]:
-    """``_random_params`` drawn again until no two limbs pass through each other, as no real body's do (about 1 in 10
-    draws at pose_std 0.1 has the shins crossing through each other; the fits rightly refuse such bodies)."""
+def _body_params(model: SMPL, frames: int, gen: torch.Generator, torso: float = 1.0,
+                 **spread: float) -> dict[str, torch.Tensor]:
+    """``_random_params`` with the torso chain's rotations scaled by ``torso``, drawn again until no two limbs pass
+    through each other, as no real body's do (1 draw in 10 at pose_std 0.1, 2 frames, crosses the shins; the fits
+    rightly refuse such bodies)."""
     capsules = model_capsules(model)
     for _ in range(100):
         truth = _random_params(frames, gen, **spread)
+        for name in TORSO_CHAIN:
+            j = model.joint_names.index(name)
+            truth["body_pose"][:, 3 * (j - 1):3 * j] *= torso
         with torch.no_grad():
             if float(capsules.overlaps(model.joints(**truth)).max()) == 0.0:
                 return truth
     raise AssertionError(f"no body without self-penetration in 100 draws of {spread}")
+
+
+TORSO_CHAIN = ("spine1", "spine2", "spine3", "neck", "left_collar", "right_collar")
 
 
 def test_fit_joints3d_recovers_under_1mm(model, seed):
@@ -76,19 +84,17 @@ def _rotation_angle_deg(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.degrees(np.arccos(np.clip((np.trace(ra.T @ rb) - 1) / 2, -1, 1))))
 
 
-TORSO_CHAIN = ("spine1", "spine2", "spine3", "neck", "left_collar", "right_collar")
-
-
 def test_fit_keypoints2d_recovers_under_2px(model, seed):
     """Noise-free keypoints of the model itself (real motion is test_smpl_mocap.py's). Monocular fits are
-    ambiguous in depth (a limb bent toward or away from the camera projects alike), so the truth is a person with a near-upright torso and freely posed limbs, and the orientation bound (60
-    degrees) checks the body faces the right way, not its exact pose. Measured with the weakened priors below
-    on seeds 7000-7015 (32 frames): reprojection at most 1.07 px, orientation at most 37 degrees off."""
+    ambiguous in depth (a limb bent toward or away from the camera projects alike), so the truth is a person with
+    a near-upright torso and freely posed limbs whose limbs do not pass through each other, and the orientation
+    bound (75 degrees) checks the body faces the right way (a wrong facing is off by about 180), not its exact
+    pose. Measured with the weakened priors below on seeds 7000-7059 and 1293651115 (122 frames): reprojection
+    at most 1.19 px (reported: 0.91 px), orientation at most 52 degrees off (all other seeds at most 38), joint
+    angles at most 2.01 rad. Seed 1293651115 drew limbs overlapping by 47 mm before the redraw, which the
+    penetration penalty rightly refused to reproduce (2.02 px)."""
     gen = torch.Generator().manual_seed(seed)
-    truth = _random_params(2, gen, pose_std=0.2)
-    for name in TORSO_CHAIN:
-        j = model.joint_names.index(name)
-        truth["body_pose"][:, 3 * (j - 1):3 * j] *= 0.25
+    truth = _body_params(model, 2, gen, torso=0.25, pose_std=0.2)
     truth["global_orient"] = torch.tensor([np.pi, 0.0, 0.0]) + 0.2 * torch.randn(2, 3, generator=gen)
     truth["transl"] = torch.tensor([0.0, 0.2, 3.0]) + 0.1 * torch.randn(2, 3, generator=gen)
     camera = PinholeCamera(600.0, 600.0, 320.0, 240.0)
@@ -112,7 +118,7 @@ def test_fit_keypoints2d_recovers_under_2px(model, seed):
     assert float(pose.abs().max()) < 2.1
     for f in range(2):
         angle = _rotation_angle_deg(result.params["global_orient"][f], truth["global_orient"][f].numpy())
-        assert angle < 60.0, f"seed {seed}: frame {f} orientation off by {angle:.0f} degrees"
+        assert angle < 75.0, f"seed {seed}: frame {f} orientation off by {angle:.0f} degrees"
 
 
 def test_fit_scan_recovers_the_body(model, seed):
