@@ -60,7 +60,8 @@ ICP_MAX_ROUNDS = 4  # ... or after this many times ``iterations`` rounds
 class FitConfig:
     """Options of ``recon smpl fit`` (each field becomes a command-line option)."""
 
-    iterations: int = field(default=15, metadata={"help": "solver iterations per stage"})
+    iterations: int = field(default=15, metadata={
+        "help": "solver iterations per stage (scan fits: ICP rounds, continued up to 4x while still improving)"})
     pose_prior: float = field(default=100.0, metadata={
         "help": "weight of the CMU Gaussian-mixture pose prior of 2D fits (SMPL skeletons) in the first stage"})
     pose_l2: float = field(default=3000.0, metadata={
@@ -536,9 +537,9 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
 
     ICP style: nearest-neighbour matches both ways are fixed for two Levenberg-Marquardt iterations,
     then recomputed, round after round until a round lowers the objective by less than ``ICP_TOLERANCE``
-    (relative; at most ``ICP_MAX_ROUNDS * iterations`` rounds per stage). Stage 0 tries four headings about the vertical
-    axis (orientation and translation only); the best start of each facing (towards +z and away) is refined
-    and the better result is kept.
+    (relative; at most ``ICP_MAX_ROUNDS * iterations`` rounds per stage). Stage 0 tries four headings about
+    the vertical axis (orientation and translation only); the best start of each facing (towards +z and away)
+    is refined and the better result is kept.
     """
     _body_priors(model)
     points = np.asarray(points, dtype=np.float64)
