@@ -321,10 +321,14 @@ def test_view_serves_the_page_and_stops_on_sigterm(tmp_path):
 
 
 def test_field_runs_render_in_the_viewer(tmp_path):
-    """An SDF model (no cameras, no tile mode) renders through the same tab machinery: a grey sphere."""
+    """An SDF model (no cameras, no tile mode) renders through the same tab machinery: a grey sphere. The untrained
+    field is the geometric-init sphere bent by its random weights, so its weights are drawn from a fixed seed: 4
+    draws in 60 (seeds 0-59) bend a surface into the corner ray this test expects empty."""
     from recon.engine.models.sdf import FieldArchitecture, FieldModel
 
-    model = FieldModel(FieldArchitecture(hidden=32, layers=2, frequencies=2)).eval()
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = FieldModel(FieldArchitecture(hidden=32, layers=2, frequencies=2)).eval()
     assert "Gaussians per tile" not in modes.modes_for("sdf")
     source = RenderSource(model=model, kind="sdf", train=[], test=[], normalization=Normalization())
     viewer = Viewer(ViewTarget(source, "sdf", None, tmp_path), still_after=0.0)
