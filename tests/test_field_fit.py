@@ -101,7 +101,9 @@ def test_field_model_contract():
     sphere = FieldModel(FieldArchitecture(kind="sdf", hidden=256, layers=2, init_radius=0.5))  # geometric init
     directions = torch.nn.functional.normalize(torch.randn(200, 3), dim=1)
     near, far = sphere.field(directions * 0.2), sphere.field(directions * 0.8)
-    assert abs(float(near.mean()) + 0.3) < 0.1 and abs(float(far.mean()) - 0.3) < 0.1
+    # |x| - 0.5 would give -0.3 and +0.3; the init only approximates it: on 200 weight seeds the means ranged over
+    # -0.24..-0.17 and 0.20..0.45 (the former bound of +-0.1 around +-0.3 failed for 92 of them)
+    assert -0.4 < float(near.mean()) < -0.1 and 0.1 < float(far.mean()) < 0.6
     assert bool((near < 0).all()) and float((far > 0).float().mean()) > 0.95
 
 
