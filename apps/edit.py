@@ -123,7 +123,7 @@ def _finetune(source, selection, args: argparse.Namespace, device):
     config = config_from_args(FinetuneConfig, args)
     views = load_targets(source, args.targets, device)
     result = finetune_selection(source.model, selection.selected.to(device), views, config,
-                                extent=source.scene.extent, progress=True)
+                                extent=source.scene.extent, progress=True, photo_sizes=source.photo_sizes)
     keep, chosen = ~selection.selected, selection.selected
     origin = result.origin.cpu()
     out_selection = Selection(

@@ -52,7 +52,7 @@ def rasterizer_share(run_dir: Path, source: Path, config, device: torch.device, 
     from recon.engine.train.optim import make_adam
 
     model, _ = load_run(run_dir, device)
-    scene = _load_scene(source, config)
+    scene = _load_scene(source, config)[0]
     optimizer = make_adam(model.params, _learning_rates(config, scene.extent))
     bg = torch.as_tensor(scene.background, dtype=torch.float32, device=device)
     raster_s = step_s = 0.0

@@ -196,7 +196,7 @@ def test_info_says_how_distorted_cameras_are_handled(capsys):
     code, out, _ = run_info(capsys, shared_path("plush"), "--downscale", "8")
     assert code == 0
     assert "distortion      gaussians undistort the images once" in out
-    assert ("undistorted     SIMPLE_RADIAL 126x94 (97 frames) -> pinhole 125x94, field of view 62.3 x 49.1 deg, "
+    assert ("undistorted     SIMPLE_RADIAL 126x94 (97 frames) -> pinhole 126x94, field of view 62.7 x 49.1 deg, "
             "keeps 100.0% of the pixels") in out
     code, _, err = run_info(capsys, shared_path("plush"), "--downscale", "8", "--max-fov", "180")
     assert code != 0 and "--max-fov must be between 1 and 180 degrees" in err and "Traceback" not in err

@@ -238,7 +238,7 @@ def test_image_distort_undistort_round_trip(model):
     assert undistorted.shape == distorted.shape and undistorted.dtype == np.float32
     truth = pattern(pinhole_pixels)
     inner = (slice(6, -6), slice(6, -6))
-    assert np.abs(undistorted[..., 1] - truth)[inner].max() < 0.01  # bilinear resampling error only
+    assert np.abs(undistorted[..., 1] - truth)[inner].max() < 0.01  # resampling error only
     assert np.abs(distorted[..., 0] - truth)[inner].max() > 0.05  # the lens really moved the pattern
     # Pixels whose source lies outside the distorted image are zero.
     outside = np.any((undistortion_map(camera) < 0) | (undistortion_map(camera) > [camera.width, camera.height]), -1)

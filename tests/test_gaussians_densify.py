@@ -6,7 +6,8 @@ import math
 import torch
 
 from recon.engine.models.gaussians import GaussianModel
-from recon.engine.train.densify import DefaultStrategy, MCMCStrategy, Schedule, child_ids, keyed_normal
+from recon.engine.train.densify import (DefaultStrategy, MCMCStrategy, Schedule, child_ids, keyed_normal,
+                                        screen_grad_norms)
 from recon.engine.train.optim import append_rows, exponential_lr, keep_rows, make_adam, reset_rows
 
 LRS = {"means": 1e-3, "quats": 1e-3, "scales": 1e-3, "opacities": 1e-2, "sh0": 1e-3, "shN": 1e-4}
@@ -172,3 +173,34 @@ def test_keyed_normal_is_normal_and_depends_only_on_identity(seed):
     assert not torch.equal(keyed_normal(ids, 18, 2), z)  # and change with the step
     children = torch.cat([child_ids(ids, 17, c) for c in range(3)])
     assert children.unique().numel() == 60_000 and children.min() >= 0 and not torch.isin(children, ids).any()
+
+
+def test_grad_norms_of_an_enlarged_view_match_its_photo(seed):
+    """A view rendered larger than its photo at the same focal length (as undistorted images are), its extra
+    pixels left out of the loss, gives with ``photo_size`` the screen-space gradient norms of the photo itself;
+    without it, norms shrink with the rendered height and width (the loss averages over more pixels)."""
+    from recon.kernels import rasterize
+
+    g = torch.Generator().manual_seed(seed)
+    n = 12
+    means = torch.cat([torch.rand(n, 2, generator=g) * 0.5 - 0.25, torch.rand(n, 1, generator=g) + 2.5], 1)
+    quats, scales = torch.randn(n, 4, generator=g), torch.rand(n, 3, generator=g) * 0.05 + 0.02
+    opacities, colors = torch.rand(n, generator=g) * 0.5 + 0.3, torch.rand(n, 3, generator=g)
+    w, h, pad_x, pad_y = 29, 23, 5, 3  # the photo, and the enlarged view's margins on the left and top
+    big_w, big_h = w + pad_x + 4, h + pad_y + 2
+    target = torch.rand(h, w, 3, generator=g)
+    results = []
+    for width, height, dx, dy, photo in ((w, h, 0, 0, None), (big_w, big_h, pad_x, pad_y, (w, h))):
+        K = torch.tensor([[30.0, 0.0, w / 2 + dx], [0.0, 31.0, h / 2 + dy], [0.0, 0.0, 1.0]])[None]
+        image, _, meta = rasterize(means.requires_grad_(), quats, scales, opacities, colors, torch.eye(4)[None], K,
+                                   width, height)
+        goal = image[0].detach().clone()  # outside the photo: counts as rendered perfectly
+        goal[dy:dy + h, dx:dx + w] = target
+        torch.abs(image[0] - goal).mean().backward()
+        info = {"means2d": meta["means2d"], "radii": meta["radii"], "width": width, "height": height}
+        results.append((screen_grad_norms({**info, "photo_size": photo}, absgrad=False),
+                        screen_grad_norms(info, absgrad=False)[0]))
+    ((small, small_ids), _), ((large, large_ids), unscaled) = results
+    assert torch.equal(small_ids, large_ids) and len(small_ids) == n and bool(small.min() > 0)
+    torch.testing.assert_close(large, small, rtol=1e-4, atol=1e-10)
+    assert torch.all(unscaled < small * 0.9)  # (h / big_h, w / big_w) = (0.82, 0.76) of them

@@ -17,10 +17,10 @@ from recon.engine.io.images import write_image
 from recon.engine.models.rays import camera_rays
 from recon.engine.scene import load_scene
 from recon.engine.scene.camera import Camera
-from recon.engine.scene.undistort import (distort_points, field_of_view, pixel_directions,
+from recon.engine.scene.undistort import (distort_points, field_of_view, pixel_directions, undistort_image,
                                           undistort_points, undistorted_camera)
-from recon.engine.scene.undistorted import (ignore_distortion, lens_plans, load_fit_scene, scene_for_model,
-                                            undistort_scene)
+from recon.engine.scene.undistorted import (ignore_distortion, lens_plans, load_fit_scene, photo_sizes,
+                                            scene_for_model, undistort_scene)
 from recon.engine.train.evaluate import evaluate
 from recon.engine.train.metrics import psnr, ssim
 
@@ -156,6 +156,25 @@ def test_undistorted_camera_keeps_every_pixel_in_a_tight_box(model, seed):
     assert np.all(low < 1.0) and np.all(high > [target.width - 1.0, target.height - 1.0])  # tight to a pixel
 
 
+@pytest.mark.parametrize("model", ["SIMPLE_RADIAL", "OPENCV"])  # a fisheye always distorts (theta = atan r)
+def test_undistorted_pixels_line_up_with_the_photo(model, seed):
+    """The undistorted camera's principal point moves by whole pixels, so a lens that barely distorts is
+    undistorted into a plain copy of the photo (shifted by whole pixels), not an interpolation between pixels."""
+    rng = np.random.default_rng(seed)
+    camera = replace(random_camera(model, rng, width=int(rng.integers(31, 50)), height=int(rng.integers(31, 50))),
+                     distortion={"k1": float(rng.choice([-1e-7, 1e-7]))})
+    target, _ = undistorted_camera(camera)
+    shift = np.array([target.cx - camera.cx, target.cy - camera.cy])
+    assert np.all(shift == np.round(shift)) and np.all(np.abs(shift) <= 1)
+    image = rng.uniform(0.0, 1.0, (camera.height, camera.width, 3)).astype(np.float32)
+    out, _ = undistort_image(image, camera, target)
+    dx, dy = int(shift[0]), int(shift[1])  # output pixel (x, y) is photo pixel (x - dx, y - dy)
+    x0, y0 = max(dx, 0), max(dy, 0)
+    x1, y1 = min(target.width, camera.width + dx), min(target.height, camera.height + dy)
+    assert x1 - x0 >= camera.width - 1 and y1 - y0 >= camera.height - 1
+    np.testing.assert_allclose(out[y0:y1, x0:x1], image[y0 - dy:y1 - dy, x0 - dx:x1 - dx], atol=2e-4)
+
+
 def test_folded_lens_region_is_not_valid(seed):
     """k1 < 0 alone folds the image back beyond r = 1/sqrt(-3 k1): output pixels there would sample the photo a
     second time; every pixel marked valid must be the true pinhole view of its source pixel."""
@@ -170,7 +189,9 @@ def test_folded_lens_region_is_not_valid(seed):
     valid = valid_region(source, camera, target)
     u, v = np.meshgrid(np.arange(target.width) + 0.5, np.arange(target.height) + 0.5)
     back = undistort_points(source[valid], camera) - [camera.cx, camera.cy]  # pinhole pixels of the same focal
-    np.testing.assert_allclose(back + [target.cx, target.cy], np.stack([u, v], -1)[valid], atol=1e-6)
+    # 1e-3 px, valid_region's own rule: next to the fold the inverse is ill-conditioned (a lens residual of 1e-9
+    # there is ~1e-4 px), elsewhere the round trip holds to 1e-6 px (test_lens_rays_round_trip)
+    np.testing.assert_allclose(back + [target.cx, target.cy], np.stack([u, v], -1)[valid], atol=1e-3)
     folded = np.all((source >= 0.5) & (source <= [89.5, 69.5]), -1) & ~valid
     assert folded.any()  # the check did remove pixels that the bounds alone would have kept
 
@@ -219,20 +240,32 @@ def lens_scene(root: Path, rng: np.random.Generator, k1: float = -0.25, frames: 
     return root
 
 
-def bilinear(image: np.ndarray, points: np.ndarray) -> np.ndarray:
-    """Bilinear samples [N, C] of image [H, W, C] at continuous pixel positions [N, 2] (centres at +0.5)."""
+def keys_weight(distance: np.ndarray, a: float = -0.75) -> np.ndarray:
+    """Keys' cubic convolution kernel at ``distance`` (pixels)."""
+    d = np.abs(distance)
+    near = ((a + 2) * d - (a + 3)) * d * d + 1
+    far = ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
+    return np.where(d <= 1, near, np.where(d < 2, far, 0.0))
+
+
+def bicubic(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """Bicubic samples [N, C] of image [H, W, C] at continuous pixel positions [N, 2] (centres at +0.5), taps
+    beyond the border clamped to it: a 4 x 4 sum written out, sharing no code with ``resample``."""
+    height, width = image.shape[:2]
     x, y = points[:, 0] - 0.5, points[:, 1] - 0.5
     x0, y0 = np.floor(x).astype(int), np.floor(y).astype(int)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    at = lambda xi, yi: image[yi, xi]  # noqa: E731
-    return ((1 - fx) * (1 - fy) * at(x0, y0) + fx * (1 - fy) * at(x0 + 1, y0) + (1 - fx) * fy * at(x0, y0 + 1)
-            + fx * fy * at(x0 + 1, y0 + 1))
+    out = np.zeros((len(points), image.shape[2]))
+    for i in range(-1, 3):
+        for j in range(-1, 3):
+            weight = keys_weight(x - (x0 + i)) * keys_weight(y - (y0 + j))
+            out += weight[:, None] * image[np.clip(y0 + j, 0, height - 1), np.clip(x0 + i, 0, width - 1)]
+    return out
 
 
 def test_undistorted_scene_resamples_through_the_lens(tmp_path, seed):
-    """Undistorted pixels equal a bilinear sample (premultiplied RGBA) of the source where pycolmap projects them
-    (8-bit rounding); valid masks mark exactly the pixels whose source has full bilinear support; masks resample
-    nearest."""
+    """Undistorted pixels equal a bicubic sample (premultiplied RGBA, clipped) of the source where pycolmap
+    projects them (8-bit rounding); valid masks mark exactly the pixels whose source lies between the outermost
+    pixel centres; masks resample nearest."""
     rng = np.random.default_rng(seed)
     scene = load_scene(lens_scene(tmp_path / "scene", rng), test_every=0)
     undistorted, stats = undistort_scene(scene, cache=tmp_path / "cache")
@@ -250,14 +283,16 @@ def test_undistorted_scene_resamples_through_the_lens(tmp_path, seed):
         near_edge = np.any(np.abs(np.concatenate([source - 0.5, source - [frame.camera.width - 0.5,
                                                                           frame.camera.height - 0.5]], 1)) < 1e-6, 1)
         assert np.array_equal(valid[~near_edge] > 0.5, inside[~near_edge])
-        assert 0.8 < valid.mean() < 1.0  # barrel lens: the output's corners have no source
+        assert 0.7 < valid.mean() < 1.0  # barrel lens: the output's corners have no source (0.73 on 34x26)
         original = scene.load_image(index, keep_alpha=True)
         premultiplied = np.concatenate([original[..., :3] * original[..., 3:], original[..., 3:]], -1)
-        expected = bilinear(premultiplied, source[inside])
+        expected = bicubic(premultiplied, source[inside])
+        alpha = np.clip(expected[:, 3:], 0.0, 1.0)
         got = undistorted.load_image(index, keep_alpha=True).reshape(-1, 4)[inside]
-        np.testing.assert_allclose(got[:, 3], expected[:, 3], atol=0.6 / 255)
-        solid = expected[:, 3] > 0.2
-        np.testing.assert_allclose(got[solid, :3], expected[solid, :3] / expected[solid, 3:], atol=3.5 / 255)
+        np.testing.assert_allclose(got[:, 3], alpha[:, 0], atol=0.6 / 255)
+        solid = alpha[:, 0] > 0.2
+        straight = np.clip(expected[solid, :3], 0.0, alpha[solid]) / alpha[solid]
+        np.testing.assert_allclose(got[solid, :3], straight, atol=3.5 / 255)
         if index == 0:
             mask, source_mask = undistorted.load_mask(0).reshape(-1), scene.load_mask(0)
             assert set(np.unique(mask)) <= {0.0, 1.0}
@@ -307,6 +342,9 @@ def test_scene_for_model(tmp_path, seed, monkeypatch):
     scene = load_scene(root, test_every=0)
     gauss, stats = scene_for_model(scene, "gaussians")
     assert stats.resampled == 3 and all(f.camera.is_pinhole and f.valid_path is not None for f in gauss.frames)
+    target = gauss.frames[0].camera
+    assert photo_sizes(scene, gauss) == {(target.width, target.height): (34, 26)} and target.width > 34
+    assert photo_sizes(scene, scene) == {}
     assert Path(gauss.frames[0].image_path).is_relative_to(tmp_path / "cache")
     nerf, stats = scene_for_model(scene, "nerf")
     assert stats is None and nerf.frames == scene.frames
@@ -470,9 +508,11 @@ def test_demo_through_a_lens_lines_up_only_when_corrected(tmp_path, lens, monkey
     undistorted = evaluate(truth, undistort_scene(scene)[0])["test_psnr"]
     ignored = evaluate(truth, ignore_distortion(scene))["test_psnr"]
     print(f"{lens}: exact rays {rays:.2f} dB, undistorted {undistorted:.2f} dB, ignored {ignored:.2f} dB")
-    # Measured (deterministic: demo seed 0): opencv 64.5 / 30.4 / 25.9 dB, fisheye 64.7 / 31.2 / 22.2 dB. The
-    # undistorted images lose to exact rays by the bilinear resampling of 64 px images (and 8-bit storage).
-    assert rays > 50.0 and undistorted > 29.0 and ignored < undistorted - 3.0
+    # Measured (deterministic: demo seed 0): opencv 64.5 / 32.5 / 25.9 dB, fisheye 64.7 / 32.5 / 22.2 dB. The
+    # undistorted images lose to exact rays by resampling 64 px images (and 8-bit storage). Bilinear resampling
+    # gave 30.4 and 31.2 dB; Lanczos-3 or cubic splines give within 0.1 dB of the bicubic figures. Before the
+    # principal point moved by whole pixels only, opencv's pixel grid sat 0.1 px off the photo's in x and y: 31.4 dB.
+    assert rays > 50.0 and undistorted > 32.0 and ignored < undistorted - 3.0
 
 
 @pytest.mark.slow
@@ -481,9 +521,11 @@ def test_nerf_through_a_lens_sees_the_scene_only_when_corrected(tmp_path, seed, 
     it ignored, each scored like for like: rendered at the pinhole demo's test cameras against its test images
     (same poses and scene; only the training photos' lens differs). Ignoring the lens must cost at least 2 dB.
 
-    Measured (64 views of 48 px, 1000 steps of bench/nerf.py's small NeRF, fit seeds 10-17): corrected 27.53-27.97
-    dB, ignored 24.03-24.36 dB, a gap of 3.35-3.88 dB. At 600 steps the gap was 1.4-4.5 dB over seeds 1-6: some
-    fits had not converged yet, either way."""
+    Measured (64 views of 48 px, 1000 steps of bench/nerf.py's small NeRF at learning rate 2e-2, fit seeds 10-17):
+    corrected 27.53-27.97 dB, ignored 24.03-24.36 dB, a gap of 3.35-3.88 dB. At that rate some seeds stall near
+    18 dB either way (3910331792 failed in a full-suite run: 18.18 / 17.58 dB); at 1e-2 it gives 27.66 /
+    24.23 dB (seed 22: 27.72 / 24.24 dB; corrected fits' own test PSNR 27.71-28.12 dB on seeds 10-13), so the test
+    uses 1e-2."""
     from recon.engine.models.registry import load_run
     from recon.engine.scene.demo import write_demo_scene
     from recon.engine.train import nerf
@@ -493,13 +535,15 @@ def test_nerf_through_a_lens_sees_the_scene_only_when_corrected(tmp_path, seed, 
     source = write_demo_scene(tmp_path / "opencv", views=64, resolution=48, supersample=2, lens="opencv")
     config = nerf.NerfFitConfig(steps=1000, seed=seed, batch_rays=256, batch_samples=4096, samples_per_ray=48,
                                 n_levels=8, log2_table_size=14, max_resolution=256, hidden=32, grid_resolution=32,
-                                grid_update_every=8, lr=2e-2, box_radius=0.5, checkpoint_every=1000)
+                                grid_update_every=8, lr=1e-2, box_radius=0.5, checkpoint_every=1000)
     scores = {}
     for distortion in ("correct", "ignore"):
         nerf.fit(source, replace(config, distortion=distortion), tmp_path / distortion, resume=False,
                  device=torch.device("cpu"))
         model, _ = load_run(tmp_path / distortion)
         scores[distortion] = evaluate(model, reference)["test_psnr"]
+    print(f"NeRF through an OPENCV lens at the pinhole cameras: corrected {scores['correct']:.2f} dB, ignored "
+          f"{scores['ignore']:.2f} dB")
     assert scores["correct"] > scores["ignore"] + 2.0, f"seed {seed}: {scores}"
 
 
@@ -514,9 +558,15 @@ def test_fits_on_a_distorted_scene(tmp_path, monkeypatch):
     monkeypatch.setenv("RECON_CACHE", str(tmp_path / "cache"))
     root = write_demo_scene(tmp_path / "demo", views=9, resolution=24, supersample=1, lens="opencv")
     config = gaussians.GaussianFitConfig(steps=2, init_points=300, sh_degree=0)
+    seen = []  # density control is told each undistorted view's photo size
+    step_pre_optimizer = gaussians.DefaultStrategy.step_pre_optimizer
+    monkeypatch.setattr(gaussians.DefaultStrategy, "step_pre_optimizer",
+                        lambda self, params, info, step: (seen.append(info["photo_size"]),
+                                                          step_pre_optimizer(self, params, info, step)))
     for run in ("g1", "g2"):
         metrics = gaussians.fit(root, config, tmp_path / run, resume=False, device=torch.device("cpu"))
         assert np.isfinite(metrics["test_psnr"])
+    assert seen == [(24, 24)] * 4
     log = (tmp_path / "g1" / "log.txt").read_text()
     assert "undistort: OPENCV 24x24 (9 frames) -> pinhole" in log and "9 images resampled, 0 read" in log
     assert "0 images resampled, 9 read from the cache" in (tmp_path / "g2" / "log.txt").read_text()
@@ -536,7 +586,7 @@ def test_fits_on_a_distorted_scene(tmp_path, monkeypatch):
 
 def test_edit_masks_drawn_on_distorted_photos_follow_the_undistortion(tmp_path, seed, monkeypatch):
     """``recon edit --masks``: masks drawn on the photos of a run fitted on undistorted images are resampled
-    (nearest) into the undistorted views, and edited images (bilinear) ask for the current render where the
+    (nearest) into the undistorted views, and edited images (bicubic) ask for the current render where the
     photo has no pixel."""
     from recon.engine.edit.runs import EditSource, load_targets, masks_from_folder
     from recon.engine.scene.undistort import resample, undistortion_map

@@ -115,9 +115,11 @@ class FinetuneResult:
 
 
 def finetune_selection(model: Any, selected: torch.Tensor, views: list[tuple[Camera, torch.Tensor]],
-                       config: FinetuneConfig, *, extent: float = 1.0, progress: bool = False) -> FinetuneResult:
+                       config: FinetuneConfig, *, extent: float = 1.0, progress: bool = False,
+                       photo_sizes: dict[tuple[int, int], tuple[int, int]] | None = None) -> FinetuneResult:
     """Fine-tune ``model``'s (a GaussianModel) ``selected`` [N] Gaussians toward ``views`` (camera, target
-    image [H, W, 3]) with the photometric and anchor losses. The model itself is left unchanged."""
+    image [H, W, 3]) with the photometric and anchor losses. The model itself is left unchanged. ``photo_sizes``
+    (``undistorted.photo_sizes``) gives density control the photo size of undistorted views."""
     from tqdm import tqdm
 
     from recon.engine.train.densify import DefaultStrategy, Schedule
@@ -163,7 +165,8 @@ def finetune_selection(model: Any, selected: torch.Tensor, views: list[tuple[Cam
         (photo + anchored).backward()
         means2d = info["means2d"]
         sub_info = {"means2d": types.SimpleNamespace(grad=means2d.grad[:, n_frozen:]),
-                    "radii": info["radii"][:, n_frozen:], "width": camera.width, "height": camera.height}
+                    "radii": info["radii"][:, n_frozen:], "width": camera.width, "height": camera.height,
+                    "photo_size": (photo_sizes or {}).get((camera.width, camera.height))}
         strategy.step_pre_optimizer(trainable, sub_info, step)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

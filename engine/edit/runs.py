@@ -49,7 +49,7 @@ class EditSource:
         """(width, height) of every frame's photo."""
         return [(f.camera.width, f.camera.height) for f in (self.captured or self.scene).frames]
 
-    def to_fitted(self, index: int, image: np.ndarray, mode: str = "bilinear") -> tuple[np.ndarray, np.ndarray | None]:
+    def to_fitted(self, index: int, image: np.ndarray, mode: str = "bicubic") -> tuple[np.ndarray, np.ndarray | None]:
         """``image`` [H, W, C] drawn on view ``index``'s photo, resampled into the camera the run was fitted to
         (undistorted), and that view's valid mask [H', W'] (None: every pixel has a source)."""
         from recon.engine.scene.undistort import resample, undistortion_map, valid_region
@@ -63,6 +63,13 @@ class EditSource:
     @property
     def view_sizes(self) -> list[tuple[int, int]]:
         return [(f.camera.width, f.camera.height) for f in self.scene.frames]
+
+    @property
+    def photo_sizes(self) -> dict[tuple[int, int], tuple[int, int]]:
+        """Each undistorted view size -> the size of the photos resampled into it (empty: none undistorted)."""
+        from recon.engine.scene.undistorted import photo_sizes
+
+        return {} if self.captured is None else photo_sizes(self.captured, self.scene)
 
 
 def load_edit_source(run_dir: str | Path, device: torch.device, scene_dir: str | Path | None = None) -> EditSource:
@@ -216,6 +223,7 @@ def load_targets(source: EditSource, folder: str | Path, device: torch.device) -
             background = np.asarray(source.model.background, dtype=np.float32)
             image = image[..., :3] * image[..., 3:] + background * (1.0 - image[..., 3:])
         image, valid = source.to_fitted(index, image[..., :3])
+        image = np.clip(image, 0.0, 1.0)  # bicubic overshoot
         if valid is not None:  # pixels with no source pixel ask for what the run renders there now: no pull
             with torch.no_grad():
                 current = source.model.render(camera, background=source.model.background)["rgb"].cpu().numpy()

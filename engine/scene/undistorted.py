@@ -2,7 +2,7 @@
 
 * Rasterized models (Gaussians) need pinhole cameras: ``undistort_scene`` resamples every distorted image
   once into its ideal pinhole camera (``undistort.undistorted_camera``: COLMAP's choice, valid region kept,
-  field of view capped by ``max_fov``), bilinearly (RGBA premultiplied), with its foreground mask (nearest)
+  field of view capped by ``max_fov``), bicubic (RGBA premultiplied), with its foreground mask (nearest)
   and a *valid mask* of the output pixels that have a source pixel; the loss and the metrics ignore the
   others (``Scene.load_valid``). Results are cached on disk (``cache_root()``), one folder per frame named
   by a hash of the source image (path, size, modification time), its mask, the camera and the target
@@ -34,7 +34,7 @@ from recon.engine.scene.undistort import (field_of_view, pinhole_camera, resampl
 CACHE_ENV = "RECON_CACHE"  # folder of recon's caches (default ~/.cache/recon)
 DISTORTION = ("correct", "ignore")
 RAY_MODELS = ("nerf",)  # models that trace exact rays through the lens instead of undistorting images
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 _log = logging.getLogger("recon.scene")
 
 
@@ -145,14 +145,21 @@ def undistort_scene(scene: Scene, *, max_fov: float = 120.0, cache: Path | None 
 
 
 def _resample_image(image: np.ndarray, source: np.ndarray, camera: Camera) -> np.ndarray:
-    """Bilinear resampling of an RGB or straight-alpha RGBA image (RGBA premultiplied while resampling)."""
+    """Bicubic resampling of an RGB or straight-alpha RGBA image (RGBA premultiplied while resampling)."""
     if image.shape[-1] != 4:
         return np.clip(resample(image, source, camera), 0.0, 1.0)
     premultiplied = np.concatenate([image[..., :3] * image[..., 3:], image[..., 3:]], axis=-1)
     out = resample(premultiplied, source, camera)
-    alpha = out[..., 3:]
-    rgb = np.where(alpha > 1e-6, out[..., :3] / np.maximum(alpha, 1e-6), 0.0)
-    return np.clip(np.concatenate([rgb, alpha], axis=-1), 0.0, 1.0)
+    alpha = np.clip(out[..., 3:], 0.0, 1.0)
+    rgb = np.where(alpha > 1e-6, np.clip(out[..., :3], 0.0, alpha) / np.maximum(alpha, 1e-6), 0.0)
+    return np.concatenate([rgb, alpha], axis=-1)
+
+
+def photo_sizes(captured: Scene, fitted: Scene) -> dict[tuple[int, int], tuple[int, int]]:
+    """For each image size (width, height) of ``fitted``'s undistorted frames, the size of the photos resampled
+    into it (``captured``: the same scene before undistortion). Density control reads it (``photo_size``)."""
+    return {(f.camera.width, f.camera.height): (c.camera.width, c.camera.height)
+            for c, f in zip(captured.frames, fitted.frames) if f.camera is not c.camera}
 
 
 def ignore_distortion(scene: Scene) -> Scene:

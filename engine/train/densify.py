@@ -117,8 +117,11 @@ def screen_grad_norms(info: dict[str, Any], absgrad: bool) -> tuple[torch.Tensor
 
     As in gsplat, gradients w.r.t. pixel coordinates are multiplied by (W/2, H/2) and the number of
     cameras whose losses the step averages (``info["n_cameras"]``, by default the cameras of ``info``), so the
-    threshold depends neither on the image size nor on the batch size. Returns (norms [M], gaussian ids [M])
-    over the visible (camera, Gaussian) pairs.
+    threshold depends neither on the image size nor on the batch size. Views resampled from photos of another
+    size (undistorted images are larger than their photos at the same focal length) give
+    ``info["photo_size"]`` (W0, H0): the loss averages over W * H rendered pixels, so the factors become
+    (W H / 2 H0, W H / 2 W0), the gradients the photos themselves would give. Returns (norms [M], gaussian
+    ids [M]) over the visible (camera, Gaussian) pairs.
     """
     means2d = info["means2d"]
     grad = getattr(means2d, "absgrad", None) if absgrad else means2d.grad
@@ -127,8 +130,10 @@ def screen_grad_norms(info: dict[str, Any], absgrad: bool) -> tuple[torch.Tensor
                          if absgrad else "no gradient reached the 2D means (was backward() called?)")
     grad = grad.detach().clone()
     n_cameras = info.get("n_cameras", grad.shape[0])
-    grad[..., 0] *= info["width"] / 2.0 * n_cameras
-    grad[..., 1] *= info["height"] / 2.0 * n_cameras
+    width, height = info["width"], info["height"]
+    photo_width, photo_height = info.get("photo_size") or (width, height)
+    grad[..., 0] *= width * height / (2.0 * photo_height) * n_cameras
+    grad[..., 1] *= width * height / (2.0 * photo_width) * n_cameras
     visible = (info["radii"] > 0).all(dim=-1)  # [C, N]
     ids = torch.where(visible)[1]
     return grad[visible].norm(dim=-1), ids

@@ -89,18 +89,19 @@ CONFIG = GaussianFitConfig
 
 
 # ----------------------------------------------------------------------------- set-up
-def _load_scene(source: Path, config: GaussianFitConfig) -> tuple[Scene, list[str]]:
-    """The scene, its distorted images undistorted (or their distortion ignored) as ``--distortion`` says, and
-    log lines saying what was undistorted."""
+def _load_scene(source: Path, config: GaussianFitConfig) -> tuple[Scene, list[str], dict[tuple, tuple]]:
+    """The scene, its distorted images undistorted (or their distortion ignored) as ``--distortion`` says, log
+    lines saying what was undistorted, and the photo size (W, H) of each undistorted image size."""
     from recon.engine.scene import load_scene
-    from recon.engine.scene.undistorted import scene_for_model
+    from recon.engine.scene.undistorted import photo_sizes, scene_for_model
 
-    scene = load_scene(source, downscale=config.downscale, test_every=config.test_every)
-    scene, stats = scene_for_model(scene, "gaussians", config.distortion, config.max_fov)
+    captured = load_scene(source, downscale=config.downscale, test_every=config.test_every)
+    scene, stats = scene_for_model(captured, "gaussians", config.distortion, config.max_fov)
     if stats is None:
-        return scene, []
-    return scene, [f"undistort: {plan.describe()}" for plan in stats.plans] + [
-        f"undistort: {stats.resampled} images resampled, {stats.cached} read from the cache"]
+        return scene, [], {}
+    lines = [f"undistort: {plan.describe()}" for plan in stats.plans]
+    lines.append(f"undistort: {stats.resampled} images resampled, {stats.cached} read from the cache")
+    return scene, lines, photo_sizes(captured, scene)
 
 
 def initial_points(scene: Scene, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -298,7 +299,7 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
     _check_config(config)
     if not group.is_main:  # rank 0 undistorts first, filling the cache the others then read
         distributed.broadcast_object(None, group)
-    scene, lens_lines = _load_scene(source, config)
+    scene, lens_lines, photo_sizes = _load_scene(source, config)
     if group.is_main:
         distributed.broadcast_object(None, group)
     generator = torch.Generator().manual_seed(config.seed)  # views and backgrounds: the same in every process
@@ -350,6 +351,7 @@ def fit(source: Path, config: GaussianFitConfig, run_dir: Path, *, resume: bool,
         (total if extra is None else total + extra * (model.num_gaussians / sum(sizes))).backward()
         rendered.finish()
         for info in rendered.infos:
+            info["photo_size"] = photo_sizes.get((info["width"], info["height"]))  # undistorted views
             strategy.step_pre_optimizer(model.params, info, step)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
