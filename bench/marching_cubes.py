@@ -7,7 +7,7 @@ is timed too.
 
     python bench/marching_cubes.py --sizes 256 512            # the figures for docs/benchmarks.md
     python bench/marching_cubes.py --sizes 32 --repeats 1      # smoke run on a CPU
-    python bench/marching_cubes.py --sizes --noise-fields 60   # self-intersecting meshes on noise (open3d)
+    python bench/marching_cubes.py --sizes --noise-fields 60   # self-intersecting meshes on noise (open3d, exact)
 """
 from __future__ import annotations
 
@@ -52,27 +52,31 @@ def report(name: str, n: int, seconds: float, n_vertices: int, n_faces: int) -> 
 
 def count_self_intersecting(fields: int) -> None:
     """How many of ``fields`` noise grids (seeds 0..fields-1: 10x9x8 standard-normal values padded with an
-    outside layer) give a self-intersecting mesh (open3d), for recon and scikit-image's two methods."""
+    outside layer) give a mesh that open3d calls self-intersecting, and how many have faces that cross (decided
+    exactly, ``recon.engine.mesh_topology``), for recon and scikit-image's two methods."""
     import numpy as np
     import open3d as o3d
     from skimage.measure import marching_cubes as skimage_mc
 
-    def intersecting(vertices, faces) -> bool:
+    from recon.engine.mesh_topology import self_intersecting_pairs
+
+    def flagged(vertices, faces) -> tuple[bool, bool]:
         mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.asarray(vertices, np.float64)),
                                          o3d.utility.Vector3iVector(np.asarray(faces, np.int32)))
-        return mesh.is_self_intersecting()
+        return mesh.is_self_intersecting(), len(self_intersecting_pairs(vertices, faces)) > 0
 
-    counts = {"recon torch": 0, "skimage lorensen": 0, "skimage lewiner": 0}
+    counts = {name: np.zeros(2, np.int64) for name in ("recon torch", "skimage lorensen", "skimage lewiner")}
     for seed in range(fields):
         rng = np.random.default_rng(seed)
         grid = np.pad(rng.standard_normal((10, 9, 8)).astype(np.float32), 1, constant_values=1.0)
         v, f = marching_cubes(torch.from_numpy(grid), 0.0, backend="torch")
-        counts["recon torch"] += intersecting(v.numpy(), f.numpy())
+        counts["recon torch"] += flagged(v.numpy(), f.numpy())
         for method in ("lorensen", "lewiner"):
             out = skimage_mc(grid, 0.0, method=method)
-            counts[f"skimage {method}"] += intersecting(out[0], out[1])
-    for name, count in counts.items():
-        print(f"{name:<28} self-intersecting on {count} of {fields} noise fields")
+            counts[f"skimage {method}"] += flagged(out[0], out[1])
+    for name, (open3d_count, exact_count) in counts.items():
+        print(f"{name:<28} of {fields} noise fields: {open3d_count} self-intersecting by open3d, "
+              f"{exact_count} with crossing faces (exact)")
 
 
 def main() -> None:
