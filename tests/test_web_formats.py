@@ -22,8 +22,13 @@ from recon.engine.scene.camera import Camera
 from recon.engine.train.metrics import psnr
 
 SUFFIX = {"ply": ".ply", "compressed": ".compressed.ply", "splat": ".splat", "spz": ".spz"}
-# Render round-trip floors (dB) on random scenes with SH (degree-0 scenes for .splat, which stores no SH).
-PSNR_FLOOR = {"ply": 100.0, "compressed": 42.0, "spz": 31.0, "splat": 38.0}
+# Render round-trip floors (dB) on random scenes with SH (degree-0 scenes for .splat, which stores no SH). Over
+# seeds 0..199: compressed PLY min 35.3 / median 45.8, SPZ 32.4 / 34.9, .splat 37.1 / 45.8 dB. The low tail is
+# not quantisation error (bounded per attribute below) but depth order: two splats at nearly the same depth can
+# swap after positions are quantised, which changes a few dozen pixels a lot (seed 73: attributes within their
+# steps, 61 of 7680 pixels off by more than 0.05; quantised positions alone: 35.6 dB). The floors sit below that
+# tail; gross errors (axes, SH signs, scale or opacity encodings) give far less.
+PSNR_FLOOR = {"ply": 100.0, "compressed": 33.0, "spz": 30.0, "splat": 35.0}
 
 
 def scene_splats(rng: np.random.Generator, n: int, degree: int) -> SplatArrays:
