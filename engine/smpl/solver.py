@@ -6,6 +6,7 @@ from typing import Callable
 import torch
 
 Residuals = Callable[[torch.Tensor], torch.Tensor]
+STEP_TRIES = 10  # damping raised at most 4**10 times within one iteration before a row gives up on it
 
 
 def jacobian(residuals: Residuals, x: torch.Tensor,
@@ -30,8 +31,11 @@ def levenberg_marquardt(residuals: Residuals, x: torch.Tensor, iterations: int,
                         free: torch.Tensor | None = None, tolerance: float = 1e-12) -> torch.Tensor:
     """Minimise ``sum(residuals(x)**2, -1)`` for each row of ``x`` [G, P] independently; returns the new x.
 
-    ``free`` [P] (bool) keeps the other columns fixed. Marquardt's diagonal scaling; a step is kept
-    only where it lowers that row's cost, and the damping adapts per row.
+    ``free`` [P] (bool) keeps the other columns fixed. Marquardt's diagonal scaling; the damping adapts per
+    row. Within an iteration a row whose step would raise its cost retries with four times the damping, up to
+    ``STEP_TRIES`` times (Madsen and Nielsen's loop), so every iteration moves each row that can still descend:
+    callers that relinearise every few iterations (ICP) would otherwise stall where the Gauss-Newton step
+    overshoots, each call starting again from the small initial damping.
     """
     x = x.detach().clone()
     damping = torch.full((x.shape[0],), 1e-3, dtype=x.dtype, device=x.device)
@@ -42,13 +46,21 @@ def levenberg_marquardt(residuals: Residuals, x: torch.Tensor, iterations: int,
         grad = (jac.transpose(1, 2) @ r[..., None])[..., 0]
         diag = jtj.diagonal(dim1=1, dim2=2)
         floor = 1e-9 * diag.amax(-1, keepdim=True).clamp_min(1e-12)
-        system = jtj + torch.diag_embed(damping[:, None] * diag + floor)
-        step = torch.linalg.solve(system, -grad)
-        with torch.no_grad():
-            new_cost = residuals(x + step).pow(2).sum(-1)
-        better = new_cost < cost
-        x = torch.where(better[:, None], x + step, x)
-        damping = torch.where(better, damping / 3.0, damping * 4.0).clamp(1e-10, 1e10)
-        if bool(((cost - new_cost).abs() <= tolerance * cost.clamp_min(1e-30)).all()) or bool((step.abs().amax() == 0)):
+        pending = torch.ones_like(cost, dtype=torch.bool)
+        moved = torch.zeros_like(pending)
+        for _ in range(STEP_TRIES):
+            step = torch.linalg.solve(jtj + torch.diag_embed(damping[:, None] * diag + floor), -grad)
+            with torch.no_grad():
+                new_cost = residuals(x + step).pow(2).sum(-1)
+            stalled = (cost - new_cost).abs() <= tolerance * cost.clamp_min(1e-30)
+            better = pending & (new_cost < cost)
+            x = torch.where(better[:, None], x + step, x)
+            raised = torch.where(pending, damping * 4.0, damping)
+            damping = torch.where(better, damping / 3.0, raised).clamp(1e-10, 1e10)
+            moved |= better & ~stalled
+            pending &= ~better & ~stalled & (step.abs().amax(-1) > 0)
+            if not bool(pending.any()):
+                break
+        if not bool(moved.any()):
             break
     return x
