@@ -2,8 +2,10 @@
 by a realistic camera 3-8 m away, as noisy 2D keypoints with some joints missing (what a detector gives)."""
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -106,3 +108,23 @@ def _project(model: SMPL, params: dict[str, torch.Tensor], camera: PinholeCamera
     with torch.no_grad():
         joints = model.joints(**{k: v.to(dtype) for k, v in params.items()})
         return camera.project(joints.double()).numpy()
+
+
+def write_camera(camera: PinholeCamera, path: Path) -> Path:
+    """``camera``'s intrinsics as the JSON file ``recon smpl fit --camera`` reads."""
+    path.write_text(json.dumps({"fx": camera.fx, "fy": camera.fy, "cx": camera.cx, "cy": camera.cy}))
+    return path
+
+
+def write_openpose_sequence(scene: Scene, joint_names: tuple[str, ...] | list[str], folder: Path) -> Path:
+    """``scene``'s keypoints as a folder of per-frame OpenPose BODY_25 JSONs (one person, confidence 0.8)."""
+    body25 = {name: k for k, name in SMPL_FROM_LAYOUT["body25"].items()}
+    folder.mkdir()
+    for f in range(len(scene.xy)):
+        kp = np.zeros((25, 3))
+        for j, name in enumerate(joint_names):
+            if name in body25 and scene.confidence[f, j] > 0:
+                kp[body25[name]] = (*scene.xy[f, j], 0.8)
+        people = [{"person_id": [-1], "pose_keypoints_2d": kp.ravel().tolist()}]
+        (folder / f"clip_{f:012d}_keypoints.json").write_text(json.dumps({"version": 1.3, "people": people}))
+    return folder

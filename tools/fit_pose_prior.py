@@ -4,10 +4,10 @@
 
 Every BVH clip in the folder is retargeted to the SMPL 24-joint tree (recon.engine.smpl.mocap, rest joints of
 recon's synthetic SMPL-layout model), clips repeating an earlier one (95% of the channel values within 0.01:
-the shared 03_03.bvh is 02_02.bvh rounded, with one channel zeroed) are skipped, every pose is also mirrored left-right, and a Gaussian mixture with full covariances is fitted by
-EM (fixed seed: the output is reproducible). ``REGULARISATION`` is added to every covariance: joints the
-clips never move (toes, hands, a spine joint some skeletons lack) get a standard deviation of about 0.1 rad,
-not a point mass.
+the shared 03_03.bvh is 02_02.bvh rounded, with one channel zeroed) are skipped, every pose is also mirrored
+left-right, and a Gaussian mixture with full covariances is fitted by EM (fixed seed: the output is
+reproducible). ``REGULARISATION`` is added to every covariance: joints the clips never move (toes, hands, a spine
+joint some skeletons lack) get a standard deviation of about 0.1 rad, not a point mass.
 """
 from __future__ import annotations
 
@@ -16,23 +16,16 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from recon.engine.smpl.mocap import read_bvh, retarget
 from recon.engine.smpl.pose_prior import DEFAULT_PRIOR, PoseMixture
+from recon.engine.smpl.symmetry import mirror_pose
 from recon.engine.smpl.synthetic import JOINT_NAMES, PARENTS, rest_joints
 
 COMPONENTS = 8
 REGULARISATION = 0.01  # rad^2 added to every covariance diagonal
 ITERATIONS = 200
-MIRROR_SIGNS = np.array([1.0, -1.0, -1.0])  # axis-angle under the reflection x -> -x
-
-
-def mirror(body_pose: np.ndarray) -> np.ndarray:
-    """Left-right mirror images [F, 69] of SMPL body poses [F, 69] (y up, left at +x)."""
-    pose = body_pose.reshape(len(body_pose), -1, 3) * MIRROR_SIGNS
-    names = JOINT_NAMES[1:]
-    swap = [names.index(n.replace("left_", "@").replace("right_", "left_").replace("@", "right_")) for n in names]
-    return pose[:, swap].reshape(len(body_pose), -1)
 
 
 def collect_poses(folder: Path) -> tuple[np.ndarray, list[str]]:
@@ -48,7 +41,7 @@ def collect_poses(folder: Path) -> tuple[np.ndarray, list[str]]:
         poses.append(params["body_pose"])
         used.append(f"{path.name} ({len(bvh.motion)} frames)")
     body = np.concatenate(poses)
-    return np.concatenate([body, mirror(body)]), used
+    return np.concatenate([body, mirror_pose(torch.as_tensor(body), JOINT_NAMES).numpy()]), used
 
 
 def fit_mixture(data: np.ndarray, components: int, seed: int = 0) -> PoseMixture:

@@ -27,6 +27,8 @@ from recon.engine.smpl import priors
 from recon.engine.smpl.penetration import LimbCapsules, model_capsules
 from recon.engine.smpl.pose_prior import MixturePrior
 from recon.engine.smpl.solver import levenberg_marquardt
+from recon.engine.smpl.symmetry import LEG, mirror_pose
+
 
 class PriorScale(NamedTuple):
     """One stage's multipliers of the pose and shape prior weights, its pose prior (the CMU mixture for 2D fits,
@@ -539,7 +541,8 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
     then recomputed, round after round until a round lowers the objective by less than ``ICP_TOLERANCE``
     (relative; at most ``ICP_MAX_ROUNDS * iterations`` rounds per stage). Stage 0 tries four headings about
     the vertical axis (orientation and translation only); the best start of each facing (towards +z and away)
-    is refined and the better result is kept.
+    is refined. After the first refining stage each also restarts with its legs swapped (each leg's rotations
+    mirrored onto the other), and the lowest final objective of the four is kept.
     """
     _body_priors(model)
     points = np.asarray(points, dtype=np.float64)
@@ -590,10 +593,16 @@ def fit_scan(model: SMPL, points: np.ndarray, config: FitConfig, name: str = "sc
     with torch.no_grad():
         to_scan, to_model = chamfer(surface(headings.unpack(x)), scan[None].expand(4, -1, -1))
     # A body and its half-turn fit a scan's outline almost equally, and the four starts settle into those two
-    # facings; the best of each facing goes through every stage and the lower final objective, priors
-    # included, wins.
+    # facings; the best of each facing goes through every stage and the lowest final objective, priors
+    # included, wins. Nearest-neighbour matches can also hang each shin on the other leg's (a knee bent in the
+    # scan ends up bent in the other leg, the shins crossed): a copy with the legs swapped starts from the
+    # right side of that minimum.
     layout, x = _Layout(model, 1), x[list(_opposite_facings(headings.unpack(x)["global_orient"], to_scan + to_model))]
-    for scale in SCAN_PRIOR_SCALES:
+    x = icp(layout, x, SCAN_PRIOR_SCALES[0], None)
+    params = layout.unpack(x)
+    swapped = mirror_pose(params["body_pose"], model.joint_names, LEG)
+    x = torch.cat([x, layout.pack({**params, "body_pose": swapped})])
+    for scale in SCAN_PRIOR_SCALES[1:]:
         x = icp(layout, x, scale, None)
     with torch.no_grad():
         params = layout.unpack(x)
