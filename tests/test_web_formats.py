@@ -133,11 +133,15 @@ def test_spz_sh_flips_match_the_sh_basis(seed):
 def test_spz_quantisation_bounds(seed):
     rng = np.random.default_rng(seed)
     splats = scene_splats(rng, 500, 3)
+    limit = 127.5 / (spz.COLOR_SCALE * 255.0)  # colours are bytes of f_dc * 0.15 * 255 + 127.5
+    splats.sh0[0, 0] = [2.0 * limit, -2.0 * limit, 0.0]  # beyond the range: saturates
     back = spz.decode_spz(spz.encode_spz(splats))
     assert np.abs(back.means - splats.means).max() <= 0.5 * 2 ** -12 + 1e-6
     assert np.abs(back.scales - splats.scales).max() <= 0.5 / 16 + 1e-6
     assert np.abs(sigmoid(back.opacities) - sigmoid(splats.opacities)).max() <= 0.5 / 255 + 1e-6
-    assert np.abs(back.sh0 - splats.sh0).max() <= 0.5 / (0.15 * 255) + 1e-5
+    # |f_dc| up to 3.33 is representable: 4.2 of this blob's standard deviations, so one draw in 20 has values
+    # beyond it too (seed 426: 3.35).
+    assert np.abs(back.sh0 - np.clip(splats.sh0, -limit, limit)).max() <= 0.5 / (0.15 * 255) + 1e-5
     steps = np.where(np.arange(15) < 3, 8, 16)[None, :, None]
     assert (np.abs(back.shN - splats.shN) <= (steps / 2 + 0.5) / 128 + 1e-6).all()
 
