@@ -116,7 +116,9 @@ def test_sphere_and_torus_match_skimage(n, seed):
         compared += 1
         v, f = marching_cubes(torch.from_numpy(grid))
         sv, sf, _, _ = skimage_marching_cubes(grid, 0.0, method="lorensen")
-        assert v.shape[0] == unique_rows(sv).shape[0]
+        # One vertex per crossed edge in both. Not unique_rows(sv): a grid value within ~1e-7 of the level puts
+        # its edges' vertices within 1e-5 of each other, and rounding merges them (seed 409: 1933 of 1934).
+        assert v.shape[0] == sv.shape[0]
         np.testing.assert_allclose(unique_rows(v.numpy()), unique_rows(sv), atol=1e-5)
         assert f.shape[0] == sf.shape[0]
         assert_closed_oriented(f)
