@@ -202,5 +202,6 @@ def test_grad_norms_of_an_enlarged_view_match_its_photo(seed):
                         screen_grad_norms(info, absgrad=False)[0]))
     ((small, small_ids), _), ((large, large_ids), unscaled) = results
     assert torch.equal(small_ids, large_ids) and len(small_ids) == n and bool(small.min() > 0)
-    torch.testing.assert_close(large, small, rtol=1e-4, atol=1e-10)
+    # float32 sums in another order (other tiles): errors scale with the largest norm, not with each one
+    torch.testing.assert_close(large, small, rtol=1e-4, atol=1e-5 * float(small.max()))
     assert torch.all(unscaled < small * 0.9)  # (h / big_h, w / big_w) = (0.82, 0.76) of them
